@@ -1,0 +1,1 @@
+"""Simulator, model, training, evaluation and export. Importing the package needs no torch."""
