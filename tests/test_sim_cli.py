@@ -1,0 +1,38 @@
+import json
+
+import numpy as np
+import tifffile
+
+from edge.cli import main
+from edge.scanfile import read_scan
+
+
+def test_synth_pairs_writes_the_files(tmp_path, capsys):
+    assert main(["synth", "pairs", "--out", str(tmp_path / "p"), "--n", "2", "--size", "64", "--no-misalign"]) == 0
+    assert "wrote 2 pairs" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["misalign"] is False and meta["pairs"][1]["misregistration"]["dx_px"] == 0.0
+    assert tifffile.imread(tmp_path / "p" / "sem" / "0001.tif").shape == (64, 64)
+
+
+def test_synth_scan_writes_a_readable_scan(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["synth", "scan", "--out", str(out), "--rows", "1", "--cols", "2", "--tile", "64",
+                 "--overlap", "16", "--stage-error", "0"]) == 0
+    scan = read_scan(out)
+    assert len(scan.tiles) == 2 and str(out) in capsys.readouterr().out
+    assert all(t["error_x_nm"] == 0.0 for t in scan.meta["simulation"]["tiles_true"])
+
+
+def test_synth_compare_real_writes_a_report(tmp_path, capsys):
+    report = tmp_path / "r.json"
+    assert main(["synth", "compare-real", "--n-sim", "1", "--out", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert len(data["real"]) == 6 and len(data["sim"]) == 1
+    assert np.isfinite(data["sim_summary"]["noise_std"]["mean"])
+    assert "| noise_std |" in capsys.readouterr().out
+
+
+def test_bad_option_is_one_line_error(tmp_path, capsys):
+    assert main(["synth", "scan", "--out", str(tmp_path / "s"), "--tile", "32", "--overlap", "40"]) == 2
+    assert "--overlap" in capsys.readouterr().err
