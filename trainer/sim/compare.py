@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,10 @@ from trainer.sim.layout import LayoutParams, generate_layout
 from trainer.sim.sem import SemParams, render_sem
 from trainer.sim.stats import image_stats
 
-DEFAULT_REAL_DIR = Path("/work/shared/data/real-sem")
+# The project's test data lives in shared/ beside the checkout; $SSUM_REAL_SEM overrides it.
+DEFAULT_REAL_DIR = Path(
+    os.environ.get("SSUM_REAL_SEM", Path(__file__).resolve().parents[3] / "shared/data/real-sem")
+)
 # The real images' pixel size is unknown; their narrowest lines are ~10 px wide, so the simulator
 # renders at the pixel size that makes its smallest feature (73 nm) 10 px wide.
 MATCHED_PIXEL_SIZE_NM = 7.3

@@ -1,0 +1,381 @@
+"""Wire protocol v1: multipart ZeroMQ messages `[topic, header JSON, pixels]`.
+
+Decoding validates every header field and the size limits before any pixel is touched, then
+wraps the pixels frame without copying (np.frombuffer). See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+DTYPES = {"uint8": "|u1", "uint16": "<u2", "float32": "<f4"}
+MAX_HEADER_BYTES = 1 << 20
+UNKNOWN_SCAN = "unknown"
+
+TOPIC_PREFIXES = {"tile": "tile/", "sem": "sem/", "error": "error/", "scan-end": "scan-end/"}
+INT_FIELDS = ("seq", "row", "col", "width", "height")
+NUMBER_FIELDS = ("x_nm", "y_nm", "pixel_size_nm", "t_capture")
+REQUIRED_FIELDS = ("v", "scan_id", *INT_FIELDS, *NUMBER_FIELDS, "dtype")
+ERROR_CONTEXT_FIELDS = ("seq", "row", "col", "x_nm", "y_nm", "t_capture")
+_BAD_SCAN_ID = re.compile(r"[/\\\s\x00-\x1f\x7f]")
+
+
+class ErrorCode(str, enum.Enum):
+    BAD_FRAMES = "bad_frames"
+    BAD_TOPIC = "bad_topic"
+    BAD_JSON = "bad_json"
+    MISSING_FIELD = "missing_field"
+    BAD_FIELD = "bad_field"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_DTYPE = "unknown_dtype"
+    BYTE_COUNT = "byte_count"
+    NON_FINITE = "non_finite"
+    OVERSIZE = "oversize"
+    CONVERSION_FAILED = "conversion_failed"
+
+
+class ProtocolError(Exception):
+    """A message that breaks protocol v1; `scan_id` is "unknown" when it could not be read."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, scan_id: str = UNKNOWN_SCAN, header: dict | None = None
+    ) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+        self.scan_id = scan_id
+        self.header = header
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_width: int = 8192
+    max_height: int = 8192
+    max_bytes: int = 256 * 2**20
+
+
+@dataclass
+class Tile:
+    topic: str
+    header: dict
+    image: np.ndarray
+    scan_id: str
+    seq: int
+
+
+@dataclass
+class Message:
+    kind: str
+    scan_id: str
+    header: dict
+    image: np.ndarray | None
+
+
+def is_valid_scan_id(value: Any) -> bool:
+    """Non-empty string usable in a topic and as a directory name."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 256
+        and value not in (".", "..")
+        and not _BAD_SCAN_ID.search(value)
+    )
+
+
+def _buffer(frame: Any) -> memoryview:
+    """The frame's bytes without copying (bytes, bytearray, memoryview or zmq.Frame)."""
+    buffer = getattr(frame, "buffer", frame)
+    return memoryview(buffer).cast("B")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_header(raw: memoryview, scan_id: str) -> dict:
+    if raw.nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError(
+            ErrorCode.OVERSIZE, f"header is {raw.nbytes} bytes (max {MAX_HEADER_BYTES})", scan_id
+        )
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(
+            ErrorCode.BAD_JSON, f"header is not valid JSON: {exc}", scan_id
+        ) from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(
+            ErrorCode.BAD_JSON,
+            f"header must be a JSON object, got {type(header).__name__}",
+            scan_id,
+        )
+    return header
+
+
+def _topic_parts(raw: memoryview) -> tuple[str, str] | None:
+    """(kind, scan_id) from a topic `kind/scan_id`, or None when it has no such form."""
+    try:
+        topic = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    kind, sep, scan_id = topic.partition("/")
+    return (kind, scan_id) if sep and kind else None
+
+
+def _split_topic(raw: memoryview) -> tuple[str, str]:
+    """(kind, scan_id) from a topic `kind/scan_id`; raises BAD_TOPIC."""
+    parts = _topic_parts(raw)
+    if parts is None:
+        topic = bytes(raw[:80]).decode("utf-8", errors="replace")
+        raise ProtocolError(ErrorCode.BAD_TOPIC, f"topic {topic!r} is not '<kind>/<scan_id>'")
+    return parts
+
+
+def _check_frames(frames: Sequence[Any]) -> list[memoryview]:
+    if len(frames) != 3:
+        raise ProtocolError(
+            ErrorCode.BAD_FRAMES, f"expected 3 frames [topic, header, pixels], got {len(frames)}"
+        )
+    return [_buffer(frame) for frame in frames]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _validate_tile_header(header: dict, scan_id: str) -> None:
+    """Check version, presence and type of every required field (not the pixels)."""
+
+    def fail(code: ErrorCode, message: str) -> ProtocolError:
+        return ProtocolError(code, message, scan_id, header)
+
+    if "v" not in header:
+        raise fail(ErrorCode.MISSING_FIELD, "header has no 'v' (protocol version)")
+    if not _is_int(header["v"]) or header["v"] != PROTOCOL_VERSION:
+        raise fail(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"protocol version {header['v']!r} is not supported (this side speaks {PROTOCOL_VERSION})",
+        )
+    missing = [name for name in REQUIRED_FIELDS if name not in header]
+    if missing:
+        raise fail(ErrorCode.MISSING_FIELD, f"header lacks required field(s): {', '.join(missing)}")
+    if not is_valid_scan_id(header["scan_id"]):
+        raise fail(
+            ErrorCode.BAD_FIELD,
+            f"scan_id must be a non-empty string without '/' or whitespace, got {header['scan_id']!r}",
+        )
+    for name in INT_FIELDS:
+        value = header[name]
+        minimum = 1 if name in ("width", "height") else 0
+        if not _is_int(value) or value < minimum:
+            raise fail(
+                ErrorCode.BAD_FIELD, f"{name} must be an integer >= {minimum}, got {value!r}"
+            )
+    for name in NUMBER_FIELDS:
+        if not _is_number(header[name]):
+            raise fail(ErrorCode.BAD_FIELD, f"{name} must be a finite number, got {header[name]!r}")
+    if header["pixel_size_nm"] <= 0:
+        raise fail(
+            ErrorCode.BAD_FIELD, f"pixel_size_nm must be > 0, got {header['pixel_size_nm']!r}"
+        )
+    if not isinstance(header["dtype"], str) or header["dtype"] not in DTYPES:
+        raise fail(
+            ErrorCode.UNKNOWN_DTYPE,
+            f"dtype {header['dtype']!r} is not one of {', '.join(DTYPES)}",
+        )
+
+
+def _check_limits(header: dict, pixels: memoryview, limits: Limits, scan_id: str) -> int:
+    """Reject oversize tiles before touching pixels; return the expected byte count."""
+    width, height = header["width"], header["height"]
+    expected = width * height * np.dtype(DTYPES[header["dtype"]]).itemsize
+    if width > limits.max_width or height > limits.max_height:
+        raise ProtocolError(
+            ErrorCode.OVERSIZE,
+            f"tile {width}x{height} exceeds the limit {limits.max_width}x{limits.max_height}",
+            scan_id,
+            header,
+        )
+    if expected > limits.max_bytes or pixels.nbytes > limits.max_bytes:
+        raise ProtocolError(
+            ErrorCode.OVERSIZE,
+            f"tile of {max(expected, pixels.nbytes)} bytes exceeds the limit {limits.max_bytes}",
+            scan_id,
+            header,
+        )
+    return expected
+
+
+def _pixels(header: dict, pixels: memoryview, expected: int, scan_id: str) -> np.ndarray:
+    if pixels.nbytes != expected:
+        raise ProtocolError(
+            ErrorCode.BYTE_COUNT,
+            f"pixels frame has {pixels.nbytes} bytes, expected {expected} "
+            f"({header['width']}x{header['height']} {header['dtype']})",
+            scan_id,
+            header,
+        )
+    image = np.frombuffer(pixels, dtype=DTYPES[header["dtype"]])
+    image = image.reshape(header["height"], header["width"])
+    image.flags.writeable = False
+    if header["dtype"] == "float32" and not np.isfinite(image).all():
+        raise ProtocolError(
+            ErrorCode.NON_FINITE, "float32 pixels contain NaN or Inf", scan_id, header
+        )
+    return image
+
+
+def decode_tile(frames: Sequence[Any], limits: Limits = Limits()) -> Tile:
+    """Validate and decode a rig tile message; raises ProtocolError with a stable code."""
+    topic_raw, header_raw, pixels = _check_frames(frames)
+    kind, topic_scan = _topic_parts(topic_raw) or ("", "")
+    topic_scan_id = topic_scan if is_valid_scan_id(topic_scan) else UNKNOWN_SCAN
+    header = _parse_header(header_raw, topic_scan_id)
+    header_scan = header.get("scan_id")
+    scan_id = (
+        header_scan
+        if isinstance(header_scan, str) and is_valid_scan_id(header_scan)
+        else topic_scan_id
+    )
+    if kind != "tile":
+        raise ProtocolError(
+            ErrorCode.BAD_TOPIC,
+            f"expected topic 'tile/<scan_id>', got {bytes(topic_raw[:80])!r}",
+            scan_id,
+            header,
+        )
+    _validate_tile_header(header, scan_id)
+    if topic_scan != header["scan_id"]:
+        raise ProtocolError(
+            ErrorCode.BAD_TOPIC,
+            f"topic scan id {topic_scan!r} does not match header scan_id {header['scan_id']!r}",
+            scan_id,
+            header,
+        )
+    expected = _check_limits(header, pixels, limits, scan_id)
+    image = _pixels(header, pixels, expected, scan_id)
+    return Tile(f"tile/{scan_id}", header, image, scan_id, header["seq"])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dump(header: dict) -> bytes:
+    return json.dumps(
+        header, default=_json_default, allow_nan=False, separators=(",", ":")
+    ).encode()
+
+
+def _dtype_name(image: np.ndarray) -> str:
+    for name in DTYPES:
+        if image.dtype == np.dtype(name):
+            return name
+    raise ValueError(f"pixel dtype {image.dtype} is not one of {', '.join(DTYPES)}")
+
+
+def _pixel_bytes(image: np.ndarray, dtype_name: str) -> bytes:
+    return np.ascontiguousarray(image, dtype=DTYPES[dtype_name]).tobytes()
+
+
+def encode_tile(header: dict, image: np.ndarray) -> list[bytes]:
+    """A rig tile message; width, height and dtype are taken from the image (v defaults to 1)."""
+    if image.ndim != 2:
+        raise ValueError(f"tile image must be 2-D, got shape {image.shape}")
+    geometry = {"width": image.shape[1], "height": image.shape[0], "dtype": _dtype_name(image)}
+    conflicts = {k: header[k] for k in geometry if k in header and header[k] != geometry[k]}
+    if conflicts:
+        raise ValueError(f"header {conflicts} disagrees with the image {geometry}")
+    scan_id = header.get("scan_id")
+    if not is_valid_scan_id(scan_id):
+        raise ValueError(f"invalid scan_id {scan_id!r}")
+    out = {"v": PROTOCOL_VERSION, **header, **geometry}
+    return [f"tile/{scan_id}".encode(), _dump(out), _pixel_bytes(image, geometry["dtype"])]
+
+
+def to_wire_dtype(image: np.ndarray, dtype_name: str) -> np.ndarray:
+    """Float [0, 1] -> the wire dtype: round(clip(x, 0, 1) * max) for integers, as is for float32."""
+    target = np.dtype(dtype_name)
+    if image.dtype == target:
+        return image
+    if target.kind == "f":
+        return image.astype(target)
+    if image.dtype.kind != "f":
+        raise ValueError(f"cannot convert {image.dtype} pixels to {dtype_name}")
+    scaled = np.clip(image, 0.0, 1.0)
+    scaled *= np.iinfo(target).max
+    return np.rint(scaled, out=scaled).astype(target)
+
+
+def encode_result(input_header: dict, image: np.ndarray, extra: dict) -> list[bytes]:
+    """A converted tile: the input header plus `extra`, pixels in the input's dtype and geometry."""
+    shape = (input_header["height"], input_header["width"])
+    if image.shape != shape:
+        raise ValueError(f"result shape {image.shape} differs from the input tile {shape}")
+    dtype_name = input_header["dtype"]
+    header = {**input_header, "status": "ok", **extra}
+    pixels = _pixel_bytes(to_wire_dtype(image, dtype_name), dtype_name)
+    return [f"sem/{input_header['scan_id']}".encode(), _dump(header), pixels]
+
+
+def encode_error(
+    scan_id: str, code: ErrorCode, message: str, header: dict | None = None
+) -> list[bytes]:
+    """An error message; identifying fields (seq, row, col, ...) are copied from the input header."""
+    scan_id = scan_id if is_valid_scan_id(scan_id) else UNKNOWN_SCAN
+    out: dict[str, Any] = {"v": PROTOCOL_VERSION, "scan_id": scan_id}
+    for name in ERROR_CONTEXT_FIELDS:
+        if header and name in header:
+            out[name] = header[name]
+    out.update(error=ErrorCode(code).value, message=message)
+    return [f"error/{scan_id}".encode(), _dump(out), b""]
+
+
+def encode_scan_end(scan_id: str, fields: dict) -> list[bytes]:
+    """End of a scan: {"v", "scan_id", "n_tiles", ...}; the daemon adds its counts."""
+    if not is_valid_scan_id(scan_id):
+        raise ValueError(f"invalid scan_id {scan_id!r}")
+    out = {"v": PROTOCOL_VERSION, **fields, "scan_id": scan_id}
+    return [f"scan-end/{scan_id}".encode(), _dump(out), b""]
+
+
+def decode_message(frames: Sequence[Any]) -> Message:
+    """Decode any v1 message (for clients and tests): strict framing, lenient about kinds.
+
+    Pixels are decoded for tile and sem messages; other kinds carry none (image is None).
+    """
+    topic_raw, header_raw, pixels = _check_frames(frames)
+    kind, topic_scan = _split_topic(topic_raw)
+    if kind == "tile":
+        tile = decode_tile(frames)
+        return Message(kind, tile.scan_id, tile.header, tile.image)
+    header = _parse_header(header_raw, topic_scan or UNKNOWN_SCAN)
+    if header.get("scan_id") != topic_scan:
+        raise ProtocolError(
+            ErrorCode.BAD_TOPIC,
+            f"topic scan id {topic_scan!r} does not match header scan_id {header.get('scan_id')!r}",
+            topic_scan or UNKNOWN_SCAN,
+            header,
+        )
+    image = None
+    if kind == "sem":
+        _validate_tile_header(header, topic_scan)
+        expected = _check_limits(header, pixels, Limits(), topic_scan)
+        image = _pixels(header, pixels, expected, topic_scan)
+    return Message(kind, topic_scan, header, image)

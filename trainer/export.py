@@ -1,0 +1,195 @@
+"""`ssum export` and export_bundle(): a trained generator as a model bundle.
+
+The bundle holds generator.onnx (for onnxruntime/TensorRT) and generator.pt2 (a torch.export
+program for the daemon's PyTorch backend), both of a wrapper whose input "osr" and output "sem"
+are float32 NCHW in [0, 1], with BatchNorm folded into the convolutions and dynamic batch,
+height and width (multiples of 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ALLOWED_ONNX_OPS = {"Conv", "LeakyRelu", "DepthToSpace", "Add", "Tanh", "Pad", "Mul", "Sub",
+                    "Div", "Constant", "Identity", "Reshape", "Transpose", "Shape", "Slice",
+                    "Concat", "Unsqueeze", "Gather", "Cast", "ConstantOfShape"}
+VERIFY_SHAPES = ((1, 1, 64, 64), (2, 1, 96, 128), (1, 1, 132, 76))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="RUN/checkpoints/best.pt (or last.pt)")
+    parser.add_argument("--out", required=True, help="bundle folder to write")
+    parser.add_argument("--name", help="bundle name (default: the run folder's name)")
+    parser.add_argument("--patch-size", type=int, default=256,
+                        help="recommended tile size for inference (multiple of 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from edge.errors import UserError
+
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != "ssum-train-checkpoint":
+        raise UserError(f"{path}: not an ssum training checkpoint")
+    generator = generator_from_checkpoint(state)
+    name = args.name or path.resolve().parents[1].name
+    bundle = export_bundle(generator, Path(args.out), name, state["pixel_size_nm"],
+                           state["preprocessing"], state.get("evaluation") or None,
+                           {**state["training"], "checkpoint": str(path)}, args.patch_size)
+    print(f"wrote bundle {bundle}")
+    return 0
+
+
+def generator_from_checkpoint(state: dict[str, Any]) -> Any:
+    from trainer.models import build_generator
+    from trainer.presets import TrainConfig
+
+    generator = build_generator(TrainConfig.from_dict(state["config"]))
+    generator.load_state_dict(state["nets"]["g_ab"])
+    return generator.eval()
+
+
+def unit_range_model(generator: Any) -> Any:
+    """The eval-mode generator, BatchNorm folded, mapping [0, 1] -> [-1, 1] -> tanh -> [0, 1]."""
+    from torch import nn
+
+    from trainer.models import fold_batchnorm
+
+    class UnitRange(nn.Module):
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, osr: Any) -> Any:
+            return (self.net(osr * 2.0 - 1.0) + 1.0) * 0.5
+
+    return UnitRange(fold_batchnorm(generator)).eval()
+
+
+def measure_receptive_field(model: Any, multiple: int = 4, start: int = 64) -> tuple[int, int]:
+    """(receptive field, margin) in px, measured from the network: the gradient of a
+    multiple x multiple block of output pixels (every phase of the stride-4 grid) with respect
+    to a mid-grey input; margin is how far the nonzero gradient reaches beyond the block, the
+    worst case over phases, and the field is 2 * margin + 1. The input grows until the
+    footprint no longer reaches its border."""
+    import torch
+
+    size = start
+    while True:
+        x = torch.full((1, 1, size, size), 0.5, requires_grad=True)
+        c = size // 2
+        model(x)[0, 0, c:c + multiple, c:c + multiple].sum().backward()
+        assert x.grad is not None
+        rows, cols = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+        last = c + multiple - 1
+        margin = int(max(c - rows.min(), rows.max() - last, c - cols.min(), cols.max() - last))
+        if margin < c - multiple:
+            return 2 * margin + 1, margin
+        size *= 2
+
+
+def export_bundle(generator: Any, out_dir: Path, name: str, pixel_size_nm: float,
+                  preprocessing: dict, evaluation: dict | None = None,
+                  training: dict | None = None, patch_size: int = 256) -> Path:
+    """Write generator.onnx, generator.pt2 and manifest.json into out_dir; verify the ONNX
+    model against PyTorch at several sizes. Returns out_dir."""
+    import torch
+
+    from edge.bundle import model_entry, write_manifest
+
+    start = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = unit_range_model(generator.cpu())
+    field, margin = measure_receptive_field(model)
+    overlap = int(math.ceil(margin / 4) * 4)
+    program = _export_program(model)
+    torch.export.save(program, out_dir / "generator.pt2")
+    onnx_path = _export_onnx(program, out_dir / "generator.onnx")
+    max_diff = verify_onnx(model, onnx_path)
+    manifest = {
+        "format": "ssum-bundle", "format_version": 1, "name": name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "models": [model_entry(onnx_path, "fp32", "onnx", opset=_opset(onnx_path)),
+                   model_entry(out_dir / "generator.pt2", "fp32", "torch_export",
+                               torch_version=torch.__version__)],
+        "io": {"input_name": "osr", "output_name": "sem", "channels": 1, "value_range": [0, 1],
+               "spatial_multiple": 4, "patch_size": patch_size, "overlap": overlap,
+               "receptive_field": field, "receptive_margin": margin},
+        "pixel_size_nm": pixel_size_nm,
+        "preprocessing": preprocessing,
+        "architecture": generator.describe() if hasattr(generator, "describe") else {},
+        "training": training or {},
+        "evaluation": evaluation or {},
+        "export": {"onnx_max_abs_diff": max_diff, "duration_s": round(time.monotonic() - start, 1)},
+    }
+    write_manifest(out_dir, manifest)
+    log.info("bundle %s: receptive field %d px, overlap %d px, ONNX max |diff| %.2e",
+             out_dir, field, overlap, max_diff)
+    return out_dir
+
+
+def _export_program(model: Any) -> Any:
+    import torch
+    from torch.export import Dim
+
+    batch, h4, w4 = Dim("batch", min=1, max=1024), Dim("h4", min=2, max=4096), \
+        Dim("w4", min=2, max=4096)
+    example = torch.rand(2, 1, 64, 64)
+    return torch.export.export(model, (example,),
+                               dynamic_shapes={"osr": {0: batch, 2: 4 * h4, 3: 4 * w4}})
+
+
+def _export_onnx(program: Any, path: Path) -> Path:
+    import onnx
+    import torch
+
+    for noisy in ("onnx_ir", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.onnx.export(program, (torch.rand(2, 1, 64, 64),), str(path), input_names=["osr"],
+                      output_names=["sem"], opset_version=18, dynamo=True, external_data=False,
+                      optimize=True)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    unexpected = ops - ALLOWED_ONNX_OPS
+    if unexpected:
+        raise RuntimeError(f"unexpected ONNX ops in the exported generator: {sorted(unexpected)}")
+    return path
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    return next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+
+
+def verify_onnx(model: Any, onnx_path: Path, shapes: tuple = VERIFY_SHAPES,
+                tolerance: float = 1e-4) -> float:
+    """Largest |onnxruntime - PyTorch| over random inputs of several shapes; raises above
+    tolerance."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    rng, worst = np.random.default_rng(0), 0.0
+    for shape in shapes:
+        x = rng.random(shape, dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(x)).numpy()
+        got = session.run(["sem"], {"osr": x})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if worst >= tolerance:
+        raise RuntimeError(f"ONNX output differs from PyTorch by {worst:.2e} (>= {tolerance})")
+    return worst
