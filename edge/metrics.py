@@ -1,0 +1,141 @@
+"""Prometheus metrics of one daemon instance, on a registry of its own (see docs/metrics.md).
+
+Each `EdgeMetrics` owns a `CollectorRegistry` (with the process collector), so several daemons
+can run in one Python process, as the tests do. Metric names follow the shared edge contract.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+
+from edge import __version__
+from edge.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "ssum_edge_"
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+STAGES = ("preprocess", "queue", "infer", "blend", "publish")
+QUEUES = ("decode", "patches", "blend", "publish")
+DROP_REASONS = ("queue_full", "shutdown")
+
+
+class EdgeMetrics:
+    """The daemon's counters, histograms and gauges on a dedicated registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True) -> None:
+        self.registry = registry or CollectorRegistry()
+        if process:
+            ProcessCollector(registry=self.registry)
+        reg = self.registry
+        self.received = Counter(
+            PREFIX + "tiles_received", "Input messages received, valid or not.", registry=reg
+        )
+        self.converted = Counter(
+            PREFIX + "tiles_converted", "Tiles converted and published.", registry=reg
+        )
+        self.rejected = Counter(
+            PREFIX + "tiles_rejected", "Input messages answered with an error, by error code.",
+            ["reason"], registry=reg,
+        )
+        self.dropped = Counter(
+            PREFIX + "tiles_dropped", "Valid tiles dropped without conversion, by reason.",
+            ["reason"], registry=reg,
+        )
+        self.gaps = Counter(
+            PREFIX + "sequence_gaps", "Missing tile sequence numbers, summed over scans.",
+            registry=reg,
+        )
+        self.scans_completed = Counter(
+            PREFIX + "scans_completed", "Scan-end messages forwarded.", registry=reg
+        )
+        self.tile_latency = Histogram(
+            PREFIX + "tile_latency_seconds", "Per tile, receive to publish.",
+            buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.stage_latency = Histogram(
+            PREFIX + "stage_latency_seconds", "Per tile, time spent in each pipeline stage.",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.batch_size = Histogram(
+            PREFIX + "batch_size", "Patches per inference call.", buckets=BATCH_BUCKETS,
+            registry=reg,
+        )
+        self.queue_depth = Gauge(
+            PREFIX + "queue_depth", "Items waiting in each pipeline queue.", ["queue"],
+            registry=reg,
+        )
+        self.queue_capacity = Gauge(
+            PREFIX + "queue_capacity", "Capacity of each pipeline queue.", ["queue"], registry=reg
+        )
+        self.model_info = Gauge(
+            PREFIX + "model_info", "The model being served (value 1).",
+            ["name", "sha256", "backend", "precision", "device"], registry=reg,
+        )
+        self.build_info = Gauge(
+            PREFIX + "build_info", "ssum-edge version (value 1).", ["version"], registry=reg
+        )
+        self.build_info.labels(version=__version__).set(1)
+        self._initialise_labels()
+
+    def _initialise_labels(self) -> None:
+        """Export every known label value from the start, so rate() sees the first increment."""
+        from edge.protocol import ErrorCode
+
+        for code in ErrorCode:
+            self.rejected.labels(reason=code.value)
+        for reason in DROP_REASONS:
+            self.dropped.labels(reason=reason)
+        for stage in STAGES:
+            self.stage_latency.labels(stage=stage)
+
+    def watch_queue(self, name: str, depth: Callable[[], float], capacity: int) -> None:
+        """Report a queue's depth at every scrape, and its capacity."""
+        self.queue_depth.labels(queue=name).set_function(depth)
+        self.queue_capacity.labels(queue=name).set(capacity)
+
+    def set_model(self, name: str, sha256: str, backend: str, precision: str, device: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(
+            name=name, sha256=sha256, backend=backend, precision=precision, device=device
+        ).set(1)
+
+    def observe_stages(self, stages_s: dict[str, float]) -> None:
+        for stage, seconds in stages_s.items():
+            self.stage_latency.labels(stage=stage).observe(max(seconds, 0.0))
+
+    def counter_value(self, name: str, **labels: str) -> float:
+        """Current value of a counter sample (summed over labels not given); for status lines."""
+        total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == PREFIX + name + "_total" and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += sample.value
+        return total
+
+
+def serve(metrics: EdgeMetrics, host: str, port: int) -> tuple[Any, int]:
+    """Start the HTTP endpoint; port 0 picks a free port. Returns (server, actual port)."""
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise UserError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    actual = int(server.server_port)
+    log.info("metrics on http://%s:%d/metrics", host, actual)
+    return server, actual

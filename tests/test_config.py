@@ -1,0 +1,121 @@
+"""Daemon configuration: defaults, the example file, overrides, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main as cli_main
+from edge.config import EdgeConfig, build_config, load_config, to_toml
+from edge.errors import UserError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "edge.example.toml"
+
+
+def test_defaults_follow_the_contract():
+    config = load_config(None)
+    assert config.input.socket == "sub" and not config.input.bind
+    assert config.input.topics == ("tile/",)
+    assert config.output.bind and config.output.socket == "pub"
+    assert (config.batching.max_batch, config.batching.max_delay_ms) == (8, 5.0)
+    assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9108)
+    assert config.limits.max_bytes == 256 * 2**20
+    assert config.overload_policy == "drop-oldest"
+
+
+def test_the_example_file_is_valid_and_holds_the_defaults():
+    example = load_config(EXAMPLE)
+    assert example.to_dict() == EdgeConfig().to_dict()
+
+
+def test_pull_input_binds_and_blocks_by_default(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[input]\nsocket = "pull"\n')
+    config = load_config(path)
+    assert config.input.bind
+    assert config.overload_policy == "block"
+
+
+def test_overrides_beat_the_file(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[metrics]\nport = 9200\n")
+    config = load_config(path, {"metrics.port": 0, "input.endpoint": None,
+                                "model": {"backend": "torch"}})
+    assert config.metrics.port == 0
+    assert config.input.endpoint == "tcp://127.0.0.1:5555"  # None = not overridden
+    assert config.model.backend == "torch"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[batching]\nmax_batch = -1\n",
+         "edge.toml: [batching] max_batch must be a positive integer, got -1"),
+        ("[batching]\nmax_batch = true\n", "[batching] max_batch must be a positive integer"),
+        ("[input]\nsocket = \"req\"\n", '[input] socket must be one of "sub", "pull"'),
+        ("[input]\nendpoint = \"localhost\"\n", "[input] endpoint must be a ZeroMQ endpoint"),
+        ("[input]\ntopics = []\n", "[input] topics must be a non-empty list"),
+        ("[output]\nhwm = 1.5\n", "[output] hwm must be an integer >= 0"),
+        ("[model]\nprecision = \"int4\"\n", "[model] precision must be one of"),
+        ("[queues]\noverload = \"panic\"\n", "[queues] overload must be one of"),
+        ("[metrics]\nport = 70000\n", "[metrics] port must be a port number"),
+        ("[metrics]\nenabled = \"yes\"\n", "[metrics] enabled must be true or false"),
+        ("[batching]\nmax_delay_ms = -2\n", "[batching] max_delay_ms must be a number >= 0"),
+        ("[log]\nlevel = \"LOUD\"\n", "[log] level must be one of"),
+        ("[batching]\nmax_bach = 4\n", "[batching] has no key 'max_bach'"),
+        ("[gpu]\nindex = 0\n", "unknown section [gpu]"),
+        ("input = 3\n", "[input] must be a table"),
+        ("[tiling]\npatch_size = 64\noverlap = 32\n",
+         "[tiling] overlap must be less than half of patch_size"),
+        ("[mosaic]\nenabled = true\n", "[mosaic] directory must be set"),
+        ("[security]\ncurve = true\n", "[security] server_secret_key must be set"),
+        ("[batching\n", "invalid TOML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert message in str(info.value)
+
+
+def test_a_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_effective_config_round_trips_through_toml(tmp_path):
+    config = build_config({"input": {"socket": "pull", "topics": ["tile/a"]},
+                           "log": {"level": "debug"}})
+    path = tmp_path / "again.toml"
+    path.write_text(to_toml(config))
+    again = load_config(path)
+    assert again.to_dict() == config.to_dict()
+    assert again.log.level == "DEBUG" and again.input.mode == "bind"
+
+
+def test_check_config_prints_the_effective_config(tmp_path, capsys):
+    path = tmp_path / "edge.toml"
+    path.write_text("[batching]\nmax_batch = 16\n")
+    assert cli_main(["edge", "check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "max_batch = 16" in out and 'overload = "auto"' in out
+
+
+def test_check_config_reports_a_bad_key_in_one_line(tmp_path, capsys):
+    path = tmp_path / "edge.toml"
+    path.write_text("[batching]\nmax_batch = -1\n")
+    assert cli_main(["edge", "check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("ssum edge: error: edge.toml: [batching] max_batch must be a positive "
+                   "integer, got -1")
+
+
+def test_build_engine_without_the_calibration_engine_is_a_clear_error(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "calibration.engine", None)  # import fails
+    assert cli_main(["edge", "build-engine"]) == 2
+    assert "provided by the calibration package" in capsys.readouterr().err
