@@ -1,0 +1,234 @@
+"""`ssum demo`: the whole product on one machine, from nothing.
+
+Simulates a scan, starts the conversion daemon on the default bundle (a real subprocess, ready
+when it tells systemd-style READY=1), replays the scan as the SSUM rig would, consumes the
+converted tiles, and writes the input mosaic, the converted mosaic and the SEM ground truth side
+by side, with a summary of quality, throughput and latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.bundle import default_bundle_path, load_bundle
+from edge.errors import UserError
+
+READY_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(path: Path, bundle: Path, rig: str, out: str, metrics_port: int) -> Path:
+    path.write_text(
+        "# written by ssum demo\n"
+        f'[input]\nsocket = "sub"\nendpoint = "{rig}"\nmode = "connect"\n'
+        'topics = ["tile/", "scan-end/"]\n'
+        f'[output]\nsocket = "pub"\nendpoint = "{out}"\nmode = "bind"\n'
+        f'[model]\nbundle = "{bundle}"\nbackend = "onnxruntime"\nprecision = "fp32"\n'
+        f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n'
+    )
+    return path
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET like systemd's, so the demo knows exactly when the daemon is ready."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+
+    def wait_ready(self, process: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.sock.settimeout(0.5)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise UserError(f"the daemon exited with code {process.returncode} before it was ready")
+            try:
+                message = self.sock.recv(4096).decode(errors="replace")
+            except TimeoutError:
+                continue
+            if "READY=1" in message.split("\n"):
+                return
+        raise UserError(f"the daemon was not ready within {timeout_s:.0f} s")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start_daemon(config: Path, notify: NotifyListener, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "edge.cli", "edge", "run", "--config", str(config)]
+    log = log_path.open("w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    notify.wait_ready(process, READY_TIMEOUT_S)
+    return process
+
+
+def stop_daemon(process: subprocess.Popen) -> int:
+    process.terminate()
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def scrape(metrics_port: int) -> dict[str, float]:
+    """Unlabelled-summed values of the daemon's counters, read over HTTP like Prometheus does."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+def stitch(scan: Any, refine: bool) -> np.ndarray:
+    """The input mosaic from the raw camera tiles, with the same mosaic code as the output's."""
+    from edge.imageio import to_float01
+    from edge.mosaic import MosaicBuilder
+
+    builder = MosaicBuilder(scan.pixel_size_nm, refine=refine)
+    for tile in scan.tiles:
+        builder.add(to_float01(scan.load_tile(tile)), tile.x_nm, tile.y_nm)
+    return builder.render()
+
+
+def compare_to_truth(image: np.ndarray, truth: np.ndarray, border: int = 16) -> tuple[float, np.ndarray]:
+    """PSNR against the ground truth after a rigid re-registration (stages err by ~2 px)."""
+    from edge.registration import register
+    from trainer.evaluation.metrics import psnr
+
+    h, w = min(image.shape[0], truth.shape[0]), min(image.shape[1], truth.shape[1])
+    image, truth = image[:h, :w], truth[:h, :w]
+    aligned = register(image, truth, affine=False).warp(image, shape=truth.shape)
+    inner = np.s_[border : h - border, border : w - border]
+    return psnr(np.clip(aligned[inner], 0, 1), truth[inner]), aligned
+
+
+def side_by_side(path: Path, panels: list[tuple[str, np.ndarray]], max_side: int = 768) -> Path:
+    from edge.imageio import to_uint8
+
+    tiles = []
+    for label, image in panels:
+        scale = min(1.0, max_side / max(image.shape))
+        small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        tile = cv2.copyMakeBorder(to_uint8(small), 36, 4, 4, 4, cv2.BORDER_CONSTANT, value=0)
+        cv2.putText(tile, label, (8, 26), cv2.FONT_HERSHEY_SIMPLEX, 0.8, 255, 2, cv2.LINE_AA)
+        tiles.append(tile)
+    height = max(t.shape[0] for t in tiles)
+    tiles = [cv2.copyMakeBorder(t, 0, height - t.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=0) for t in tiles]
+    cv2.imwrite(str(path), np.hstack(tiles))
+    return path
+
+
+def run_demo(out: Path, bundle: Path, rows: int, cols: int, tile: int, seed: int,
+             rate_hz: float | None) -> dict[str, Any]:
+    from edge.consume import consume
+    from edge.imageio import read_image, write_png8
+    from edge.rig import replay_scan
+    from edge.scanfile import read_scan
+    from trainer.sim.scan import simulate_scan
+
+    load_bundle(bundle)  # refuse a broken bundle before starting anything
+    out.mkdir(parents=True, exist_ok=True)
+    scan = read_scan(simulate_scan(out / "scan", rows=rows, cols=cols, tile=tile, seed=seed))
+    rig, result_endpoint, metrics_port = (f"tcp://127.0.0.1:{free_port()}",
+                                          f"tcp://127.0.0.1:{free_port()}", free_port())
+    config = write_config(out / "edge.toml", bundle, rig, result_endpoint, metrics_port)
+    with tempfile.TemporaryDirectory(prefix="ssum-demo-") as tmp:
+        notify = NotifyListener(Path(tmp))
+        daemon = start_daemon(config, notify, out / "daemon.log")
+        try:
+            consumed: dict[str, Any] = {}
+            consumer = threading.Thread(target=lambda: consumed.update(result=consume(
+                result_endpoint, out / "converted", scans=1, timeout_s=120)))
+            consumer.start()
+            time.sleep(0.5)  # the consumer's subscription reaches the daemon's PUB
+            started = time.monotonic()
+            replay_scan(scan.path, rig, socket="pub", bind=True, rate_hz=rate_hz, wait_subscribers=1)
+            consumer.join()
+            elapsed = time.monotonic() - started
+            counters = scrape(metrics_port)
+        finally:
+            exit_code = stop_daemon(daemon)
+            notify.close()
+    result = consumed.get("result")
+    if result is None or scan.scan_id not in result.completed:
+        raise UserError(f"the converted scan did not come back complete; see {out / 'daemon.log'}")
+    summary = result.summaries[scan.scan_id]
+    truth = read_image(scan.ground_truth["sem_mosaic"])
+    converted = read_image(out / "converted" / scan.scan_id / "mosaic.ome.tif")
+    psnr_in, input_aligned = compare_to_truth(stitch(scan, refine=False), truth)
+    psnr_out, converted_aligned = compare_to_truth(converted, truth)
+    side_by_side(out / "side_by_side.png", [("SSUM input", input_aligned),
+                                           ("converted", converted_aligned), ("SEM truth", truth)])
+    write_png8(out / "converted_mosaic.png", converted_aligned)
+    latency = summary["latency_ms"]["daemon_total"] or {}
+    report = {
+        "scan_id": scan.scan_id, "tiles": summary["tiles"], "tile_px": tile,
+        "psnr_input_db": psnr_in, "psnr_converted_db": psnr_out, "psnr_gain_db": psnr_out - psnr_in,
+        "tiles_per_s": summary["tiles"] / elapsed, "latency_p50_ms": latency.get("p50"),
+        "latency_p99_ms": latency.get("p99"), "metrics_endpoint": f"http://127.0.0.1:{metrics_port}/metrics",
+        "counters": counters, "daemon_exit_code": exit_code, "bundle": str(bundle),
+        "outputs": {"side_by_side": str(out / "side_by_side.png"), "converted": str(out / "converted")},
+    }
+    (out / "summary.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    c = report["counters"]
+    print(f"scan {report['scan_id']}: {report['tiles']} tiles of {report['tile_px']} px converted")
+    print(f"PSNR vs SEM truth: input {report['psnr_input_db']:.2f} dB -> converted "
+          f"{report['psnr_converted_db']:.2f} dB (gain {report['psnr_gain_db']:+.2f} dB)")
+    print(f"throughput {report['tiles_per_s']:.2f} tiles/s; daemon latency p50 "
+          f"{report['latency_p50_ms']:.0f} ms, p99 {report['latency_p99_ms']:.0f} ms")
+    print(f"metrics were at {report['metrics_endpoint']}: received "
+          f"{c.get('ssum_edge_tiles_received_total', 0):.0f}, converted "
+          f"{c.get('ssum_edge_tiles_converted_total', 0):.0f}, rejected "
+          f"{c.get('ssum_edge_tiles_rejected_total', 0):.0f}, dropped "
+          f"{c.get('ssum_edge_tiles_dropped_total', 0):.0f}")
+    print(f"daemon exited with code {report['daemon_exit_code']} after draining")
+    print(f"wrote {report['outputs']['side_by_side']} (input | converted | truth) and "
+          f"{report['outputs']['converted']}/")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (default demo-out)")
+    parser.add_argument("--bundle", type=Path, default=None, help="model bundle (default: the shipped one)")
+    parser.add_argument("--rows", type=int, default=3)
+    parser.add_argument("--cols", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=512, help="camera tile size in px")
+    parser.add_argument("--seed", type=int, default=7, help="simulated chip (not a training seed)")
+    parser.add_argument("--rate", type=float, default=None, help="replay rate in tiles/s (default: as fast as possible)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rows < 1 or args.cols < 1 or args.tile < 128:
+        raise UserError("--rows and --cols must be >= 1 and --tile >= 128")
+    bundle = args.bundle or default_bundle_path()
+    print_report(run_demo(args.out, bundle, args.rows, args.cols, args.tile, args.seed, args.rate))
+    return 0
