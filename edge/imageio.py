@@ -54,16 +54,15 @@ def read_raw(path: str | Path) -> np.ndarray:
         raise UserError(f"{path}: no such file")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            array = tifffile.imread(path)
+            array = np.asarray(tifffile.imread(path))
         else:
-            array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if array is None:
+            decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if decoded is None:
                 raise ValueError("OpenCV could not decode it")
-            if array.ndim == 3:
-                array = array[..., ::-1]
+            array = decoded[..., ::-1] if decoded.ndim == 3 else decoded
     except UserError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
+    except Exception as exc:
         raise UserError(f"{path}: cannot read image ({exc})") from exc
     return _as_gray(np.asarray(array), path)
 

@@ -13,7 +13,6 @@ from trainer.sim.pairs import make_pair, write_pairs
 from trainer.sim.sem import render_clean
 from trainer.sim.stats import radial_power_spectrum
 
-REAL = "/work/shared/data/real-sem/case3_reference_image.tif"
 
 
 def test_make_pair_is_deterministic_and_seed_dependent():
@@ -105,8 +104,8 @@ def test_misregistration_matrix_maps_sem_points_into_the_osr():
     assert np.hypot(*m[:, 0]) == pytest.approx(record["scale"])
 
 
-def test_degrade_real_sem_reduces_resolution_and_keeps_geometry():
-    sem = read_image(REAL)[:256, :256]
+def test_degrade_real_sem_reduces_resolution_and_keeps_geometry(real_sem_dir):
+    sem = read_image(real_sem_dir / "case3_reference_image.tif")[:256, :256]
     osr = degrade_sem_to_osr(sem, 7.3, np.random.default_rng(0))
     assert osr.shape == sem.shape and osr.dtype == np.float32
     clean = degrade_sem_to_osr(sem, 7.3, np.random.default_rng(0), OpticsParams(full_well_e=1e9, read_noise_e=0.0))

@@ -45,9 +45,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: not an ssum training checkpoint")
     generator = generator_from_checkpoint(state)
     name = args.name or path.resolve().parents[1].name
+    training = {**state["training"], "checkpoint": str(path)}
+    if "data_origin" not in training:  # checkpoints written before data_origin was recorded
+        from trainer.train import data_origin
+
+        training.pop("data_seed", None)
+        training["data_origin"] = data_origin(Path(training.get("data", "")))
     bundle = export_bundle(generator, Path(args.out), name, state["pixel_size_nm"],
                            state["preprocessing"], state.get("evaluation") or None,
-                           {**state["training"], "checkpoint": str(path)}, args.patch_size)
+                           training, args.patch_size)
     print(f"wrote bundle {bundle}")
     return 0
 

@@ -143,7 +143,8 @@ class Trainer:
             "preprocessing": self.preprocessing, "pixel_size_nm": self.cfg.pixel_size_nm,
             "evaluation": self.evaluation,
             "training": {"command": self.command, "data": str(self.data_dir),
-                         "data_seed": self.cfg.seed, "model": self.cfg.model,
+                         "data_origin": data_origin(self.data_dir), "seed": self.cfg.seed,
+                         "model": self.cfg.model,
                          "epochs": self.epoch, "steps": self.step,
                          "duration_s": round(self.duration_s, 1),
                          "train_pairs": len(self.dataset), "val_pairs": len(self.val_pairs.names),
@@ -293,3 +294,14 @@ def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, device: s
         return trainer.run(resume, stop_after_epoch)
     finally:
         distributed.teardown(trainer.info)
+
+
+def data_origin(data_dir: Path) -> dict[str, Any]:
+    """How simulated training data was made (seed, count, size), from its meta.json if any."""
+    meta_path = Path(data_dir) / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return {"source": "user images"}
+    keys = ("format", "seed", "n", "size", "pixel_size_nm", "misalign")
+    return {"source": "ssum synth pairs", **{k: meta[k] for k in keys if k in meta}}

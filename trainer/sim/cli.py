@@ -27,6 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--pixel-size", type=float, default=10.0, help="nm per pixel (default 10)")
     scan.add_argument("--stage-error", type=float, default=20.0, help="stage error std, nm (default 20)")
 
+    degrade = sub.add_parser(
+        "degrade", help="test pairs from real SEM images: the SEM as reference, its optical rendering as input")
+    degrade.add_argument("--sem", type=Path, default=None, help="folder of SEM images (default: the real-SEM test set)")
+    degrade.add_argument("--out", type=Path, required=True, help="output directory")
+    degrade.add_argument("--source-pixel-size", type=float, default=None,
+                         help="nm per pixel of the SEM images (default: 7.3, the real set's estimate)")
+    degrade.add_argument("--pixel-size", type=float, default=10.0, help="nm per pixel to render at (default 10)")
+    degrade.add_argument("--seed", type=int, default=0)
+
     compare = sub.add_parser("compare-real", help="compare simulated SEM statistics with real SEM images")
     compare.add_argument("--real-dir", type=Path, default=None, help="folder of real SEM images")
     compare.add_argument("--n-sim", type=int, default=6, help="simulated images (default 6)")
@@ -62,6 +71,14 @@ def run(args: argparse.Namespace) -> int:
                             args.pixel_size, args.stage_error)
         print(f"wrote {args.rows}x{args.cols} tiles to {out}/tiles, ground truth to {out}/ground_truth, "
               f"manifest {out}/scan.json")
+    elif args.action == "degrade":
+        from trainer.sim.compare import DEFAULT_REAL_DIR, MATCHED_PIXEL_SIZE_NM
+        from trainer.sim.pairs import write_degraded_pairs
+
+        source_nm = args.source_pixel_size or MATCHED_PIXEL_SIZE_NM
+        _check_positive(source_pixel_size=source_nm, pixel_size=args.pixel_size)
+        out = write_degraded_pairs(args.sem or DEFAULT_REAL_DIR, args.out, source_nm, args.pixel_size, args.seed)
+        print(f"wrote degraded pairs to {out}/osr, {out}/sem and {out}/meta.json")
     else:
         from trainer.sim.compare import DEFAULT_REAL_DIR, compare_real, format_table
 

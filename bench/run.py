@@ -1,0 +1,236 @@
+"""`make bench`: the bare backend's tiles/s against the daemon's end-to-end tiles/s, in one run.
+
+Three measurements on the same simulated camera tiles and the same engine (bundle, backend,
+threads, tiler, batch size) as the daemon builds from its config:
+  backend  only `backend.infer` over the tiles' patches, batched like the daemon (the ceiling);
+  daemon   a real daemon process: tiles PUSHed to its PULL socket as fast as it takes them,
+           results SUBscribed from its PUB socket; tiles/s from first send to last result;
+  latency  one tile at a time through the daemon (round trip at the client) against converting
+           one tile in process: the latency the daemon adds over compute.
+Writes bench/results/daemon_<device>.json with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.bundle import default_bundle_path, load_bundle
+from edge.config import load_config
+from edge.daemon import build_engine
+from edge.pipeline import Engine
+from edge.protocol import decode_message, encode_tile
+from edge.supervise import NotifyListener, free_port, start_daemon, stop_daemon
+
+
+def machine() -> dict[str, Any]:
+    import onnxruntime
+
+    model = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}
+
+
+def make_tiles(n: int, size: int, seed: int) -> list[np.ndarray]:
+    """Simulated SSUM camera tiles (16-bit), as the rig sends them."""
+    from trainer.sim.pairs import make_pair
+
+    return [np.round(make_pair(seed + i, size=size)[0] * 65535).astype(np.uint16) for i in range(n)]
+
+
+def tile_header(scan_id: str, seq: int, size: int) -> dict[str, Any]:
+    return {"scan_id": scan_id, "seq": seq, "row": 0, "col": seq, "x_nm": seq * size * 10.0,
+            "y_nm": 0.0, "pixel_size_nm": 10.0, "t_capture": time.time()}
+
+
+def write_config(path: Path, bundle: Path, ports: dict[str, int], threads: int, max_batch: int,
+                 window: str) -> Path:
+    path.write_text(
+        f'[input]\nsocket = "pull"\nendpoint = "tcp://127.0.0.1:{ports["input"]}"\nmode = "bind"\n'
+        f'[output]\nsocket = "pub"\nendpoint = "tcp://127.0.0.1:{ports["output"]}"\nmode = "bind"\n'
+        f'[model]\nbundle = "{bundle}"\nbackend = "onnxruntime"\nthreads = {threads}\n'
+        f'[tiling]\nwindow = "{window}"\n'
+        f'[batching]\nmax_batch = {max_batch}\n'
+        f'[queues]\noverload = "block"\n'
+        f'[metrics]\nport = {ports["metrics"]}\n[log]\nlevel = "WARNING"\n'
+    )
+    return path
+
+
+def bench_backend(engine: Engine, tiles: list[np.ndarray], max_batch: int) -> dict[str, float]:
+    """Inference alone over every tile's patches, batched across tiles like the daemon."""
+    patches = np.concatenate([engine.tiler.split(engine.prepare(t))[0] for t in tiles])
+    engine.backend.infer(patches[:max_batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(patches), max_batch):
+        engine.backend.infer(patches[i : i + max_batch])
+    elapsed = time.perf_counter() - start
+    return {"tiles_per_s": len(tiles) / elapsed, "patches_per_tile": len(patches) / len(tiles),
+            "seconds": elapsed}
+
+
+def convert_in_process(engine: Engine, tile: np.ndarray, max_batch: int) -> float:
+    """Seconds to convert one tile in process: preprocess, split, infer, merge."""
+    start = time.perf_counter()
+    patches, plan = engine.tiler.split(engine.prepare(tile))
+    outputs = [engine.backend.infer(patches[i : i + max_batch])
+               for i in range(0, len(patches), max_batch)]
+    engine.tiler.merge(np.concatenate(outputs), plan)
+    return time.perf_counter() - start
+
+
+class DaemonClient:
+    """PUSH tiles into the daemon, SUBscribe to its results."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.context = zmq.Context()
+        self.push = self.context.socket(zmq.PUSH)
+        self.push.connect(f"tcp://127.0.0.1:{ports['input']}")
+        self.sub = self.context.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"sem/")
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"error/")
+        self.sub.connect(f"tcp://127.0.0.1:{ports['output']}")
+
+    def receive(self, timeout_s: float = 120.0) -> Any:
+        if not self.sub.poll(int(timeout_s * 1000)):
+            raise RuntimeError(f"no result from the daemon within {timeout_s:.0f} s")
+        message = decode_message(self.sub.recv_multipart())
+        if message.kind != "sem":
+            raise RuntimeError(f"the daemon answered with {message.kind}: {message.header}")
+        return message
+
+    def round_trip(self, scan_id: str, seq: int, tile: np.ndarray) -> float:
+        start = time.perf_counter()
+        self.push.send_multipart(encode_tile(tile_header(scan_id, seq, tile.shape[1]), tile))
+        self.receive()
+        return time.perf_counter() - start
+
+    def stream(self, scan_id: str, tiles: list[np.ndarray]) -> float:
+        """Seconds from the first tile sent to the last result received."""
+        received: list[float] = []
+        errors: list[Exception] = []
+
+        def collect() -> None:
+            try:
+                for _ in tiles:
+                    self.receive()
+                received.append(time.perf_counter())
+            except (RuntimeError, zmq.ZMQError) as exc:
+                errors.append(exc)
+
+        collector = threading.Thread(target=collect)
+        collector.start()
+        start = time.perf_counter()
+        for seq, tile in enumerate(tiles):
+            self.push.send_multipart(encode_tile(tile_header(scan_id, seq, tile.shape[1]), tile))
+        collector.join()
+        if errors:
+            raise RuntimeError(f"streaming failed: {errors[0]}")
+        return received[0] - start
+
+    def close(self) -> None:
+        self.context.destroy(linger=0)
+
+
+def bench_daemon(config: Path, ports: dict[str, int], tiles: list[np.ndarray],
+                 latency_tiles: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ssum-bench-") as tmp:
+        notify = NotifyListener(Path(tmp))
+        daemon = start_daemon(config, notify, Path(tmp) / "daemon.log")
+        client = DaemonClient(ports)
+        try:
+            time.sleep(0.5)  # the subscription reaches the daemon's PUB socket
+            client.round_trip("bench-warmup", 0, tiles[0])
+            round_trips = [client.round_trip("bench-latency", i, tiles[i % len(tiles)])
+                           for i in range(latency_tiles)]
+            elapsed = client.stream("bench-stream", tiles)
+        except RuntimeError as exc:
+            log = (Path(tmp) / "daemon.log").read_text()[-2000:]
+            raise SystemExit(f"bench: {exc}\n--- daemon log ---\n{log}") from None
+        finally:
+            client.close()
+            stop_daemon(daemon)
+            notify.close()
+    return {"tiles_per_s": len(tiles) / elapsed, "seconds": elapsed,
+            "round_trip_ms": [1000 * t for t in round_trips]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--tiles", type=int, default=12, help="tiles per throughput pass")
+    parser.add_argument("--tile", type=int, default=512, help="tile size in px")
+    parser.add_argument("--latency-tiles", type=int, default=5)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
+    parser.add_argument("--window", default="hann")
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/daemon_cpu.json")
+    args = parser.parse_args(argv)
+
+    bundle = Path(args.bundle or default_bundle_path())
+    load_bundle(bundle)
+    tiles = make_tiles(args.tiles, args.tile, seed=424242)
+    ports = {name: free_port() for name in ("input", "output", "metrics")}
+    with tempfile.TemporaryDirectory(prefix="ssum-bench-config-") as tmp:
+        config = write_config(Path(tmp) / "edge.toml", bundle, ports, args.threads,
+                              args.max_batch, args.window)
+        engine, labels = build_engine(load_config(config))
+        backend = bench_backend(engine, tiles, args.max_batch)
+        compute_ms = [1000 * convert_in_process(engine, tiles[i % len(tiles)], args.max_batch)
+                      for i in range(args.latency_tiles)]
+        engine.backend.close()
+        daemon = bench_daemon(config, ports, tiles, args.latency_tiles)
+
+    added_ms = float(np.median(daemon["round_trip_ms"]) - np.median(compute_ms))
+    result = {
+        "benchmark": "daemon_vs_backend", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "make bench (python bench/run.py " + " ".join(argv or sys.argv[1:]) + ")",
+        "machine": machine(), "model": labels, "bundle": str(bundle),
+        "tile_px": args.tile, "tiles": args.tiles, "max_batch": args.max_batch,
+        "threads": args.threads, "window": args.window,
+        "backend_tiles_per_s": backend["tiles_per_s"], "patches_per_tile": backend["patches_per_tile"],
+        "daemon_tiles_per_s": daemon["tiles_per_s"],
+        "ratio_daemon_to_backend": daemon["tiles_per_s"] / backend["tiles_per_s"],
+        "target_ratio": 0.95,
+        "in_process_tile_ms_median": float(np.median(compute_ms)),
+        "daemon_round_trip_ms_median": float(np.median(daemon["round_trip_ms"])),
+        "daemon_added_latency_ms": added_ms,
+        "daemon_round_trip_ms": daemon["round_trip_ms"], "in_process_tile_ms": compute_ms,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"backend alone : {result['backend_tiles_per_s']:.3f} tiles/s "
+          f"({result['patches_per_tile']:.0f} patches of the bundle's size per {args.tile} px tile)")
+    print(f"daemon e2e    : {result['daemon_tiles_per_s']:.3f} tiles/s "
+          f"(ratio {result['ratio_daemon_to_backend']:.3f}, target >= 0.95)")
+    print(f"latency       : {result['daemon_round_trip_ms_median']:.0f} ms round trip vs "
+          f"{result['in_process_tile_ms_median']:.0f} ms in process "
+          f"(daemon adds {added_ms:.0f} ms)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
