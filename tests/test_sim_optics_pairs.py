@@ -14,7 +14,6 @@ from trainer.sim.sem import render_clean
 from trainer.sim.stats import radial_power_spectrum
 
 
-
 def test_make_pair_is_deterministic_and_seed_dependent():
     osr1, sem1, meta1 = make_pair(5, size=128)
     osr2, sem2, meta2 = make_pair(5, size=128)

@@ -1,0 +1,56 @@
+"""Backends: ONNX Runtime and PyTorch agree; fallback and errors are explicit; no torch import."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tiny_bundle import make_tiny_bundle
+
+from edge.backends import load_backend
+from edge.bundle import load_bundle
+from edge.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("backends") / "bundle"))
+
+
+def test_onnxruntime_and_torch_backends_agree(bundle):
+    batch = np.random.default_rng(0).random((3, 1, 64, 96), dtype=np.float32)
+    ort_backend = load_backend(bundle, "onnxruntime")
+    torch_backend = load_backend(bundle, "torch", device="cpu")
+    assert (ort_backend.name, torch_backend.name) == ("onnxruntime", "torch")
+    a, b = ort_backend.infer(batch), torch_backend.infer(batch)
+    assert a.shape == b.shape == batch.shape and a.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert 0.0 <= a.min() and a.max() <= 1.0
+
+
+def test_tensorrt_absent_falls_back_to_onnxruntime_with_a_warning(bundle, caplog):
+    with caplog.at_level(logging.WARNING, logger="edge.backends"):
+        backend = load_backend(bundle, "tensorrt", "fp16")
+    assert (backend.name, backend.precision, backend.fallback_from) == ("onnxruntime", "fp32", "tensorrt")
+    assert "falling back to ONNX Runtime" in caplog.text
+
+
+def test_bad_input_and_missing_variants_are_clear_errors(bundle):
+    backend = load_backend(bundle)
+    with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
+        backend.infer(np.zeros((2, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        backend.infer(np.zeros((1, 1, 62, 64), np.float32))
+    with pytest.raises(UserError, match="no onnx model in int8"):
+        load_backend(bundle, "onnxruntime", "int8")
+    with pytest.raises(UserError, match="unknown backend"):
+        load_backend(bundle, "openvino")
+
+
+def test_the_edge_never_imports_torch_unless_asked():
+    code = ("import sys, edge.backends, edge.tiling, edge.daemon, edge.convert, edge.preprocess; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

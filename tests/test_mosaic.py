@@ -1,0 +1,60 @@
+"""The scan mosaic: exact reassembly, refinement of stage errors, OME-TIFF pixel size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.mosaic import MosaicBuilder, feather_weights, read_ome_pixel_size, write_ome_tiff
+from trainer.evaluation.metrics import psnr
+
+TILE, STEP, PIXEL_NM = 160, 120, 10.0
+
+
+@pytest.fixture(scope="module")
+def chip():
+    from trainer.sim.pairs import make_pair
+
+    return make_pair(5, size=400, misalign=False)[1][: 2 * STEP + TILE, : 2 * STEP + TILE]
+
+
+def _mosaic(chip, errors, refine):
+    builder = MosaicBuilder(PIXEL_NM, refine=refine)
+    for k, (r, c) in enumerate((r, c) for r in range(3) for c in range(3)):
+        y, x = r * STEP, c * STEP
+        ey, ex = errors[k]
+        builder.add(chip[y : y + TILE, x : x + TILE], (x + ex) * PIXEL_NM, (y + ey) * PIXEL_NM)
+    return builder
+
+
+def test_exact_positions_reassemble_the_image(chip):
+    builder = _mosaic(chip, np.zeros((9, 2)), refine=False)
+    mosaic = builder.render()
+    assert mosaic.shape == chip.shape and builder.origin_nm == (0.0, 0.0)
+    assert psnr(mosaic, chip) > 60
+
+
+def test_refinement_corrects_stage_errors(chip):
+    errors = np.random.default_rng(2).integers(-3, 4, (9, 2))
+    errors[0] = 0  # the first tile anchors the mosaic
+    crop = np.s_[8:-8, 8:-8]
+    plain = _mosaic(chip, errors, refine=False).render()
+    refined = _mosaic(chip, errors, refine=True).render()
+    h, w = chip.shape
+    assert refined.shape == chip.shape
+    assert psnr(refined[crop], chip[crop]) > 60
+    assert psnr(plain[:h, :w][crop], chip[crop]) < 30
+
+
+def test_feather_weights_fade_to_the_edges():
+    w = feather_weights((64, 100), feather_px=16)
+    assert w.max() == 1.0 and w[32, 50] == 1.0
+    assert w[0, 50] < 0.05 and w[32, 0] < 0.05 and np.all(w > 0)
+
+
+def test_ome_tiff_carries_the_pixel_size(tmp_path, chip):
+    path = write_ome_tiff(tmp_path / "m.ome.tif", chip, 7.5, {"scan_id": "s1"})
+    assert read_ome_pixel_size(path) == pytest.approx(7.5)
+    with pytest.raises(UserError):
+        MosaicBuilder(10.0).render()

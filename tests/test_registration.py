@@ -1,0 +1,76 @@
+"""Registration: known shifts, rotation and scale recovered across the OSR/SEM contrast gap."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.imageio import read_image
+from edge.registration import align_pair, crop_pairs, phase_shift, register
+
+
+@pytest.fixture(scope="module")
+def sem():
+    from trainer.sim.pairs import make_pair
+
+    return make_pair(21, size=256, misalign=False)[1]
+
+
+def _transform(image, dx, dy, angle=0.0, scale=1.0):
+    centre = (image.shape[1] / 2, image.shape[0] / 2)
+    matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+    matrix[:, 2] += (dx, dy)
+    return cv2.warpAffine(image, matrix, image.shape[::-1], flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT), matrix
+
+
+def _optical(image, seed=0):
+    """Blurred, lower-contrast, noisy: an OSR-like rendering of a sharp image."""
+    blurred = 0.3 + 0.4 * cv2.GaussianBlur(image, (0, 0), 3.0)
+    return (blurred + np.random.default_rng(seed).normal(0, 0.02, image.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("dx,dy", [(3.4, -7.25), (-1.6, 0.3)])
+def test_sub_pixel_shifts_are_recovered_within_a_tenth_of_a_pixel(sem, dx, dy):
+    fixed, _ = _transform(sem, dx, dy)
+    coarse = phase_shift(sem, fixed)
+    assert abs(coarse[0] - dx) < 0.5 and abs(coarse[1] - dy) < 0.5 and coarse[2] > 0.1
+    result = register(_optical(sem), fixed, affine=False)
+    assert result.converged
+    assert result.shift == pytest.approx((dx, dy), abs=0.1)
+
+
+def test_rotation_and_scale_are_recovered_by_the_affine_step(sem):
+    fixed, truth = _transform(sem, 2.0, 1.5, angle=0.5, scale=1.01)
+    result = register(_optical(sem), fixed)
+    assert result.converged and result.correlation > 0.8
+    np.testing.assert_allclose(result.matrix[:, :2], truth[:, :2], atol=2e-3)
+    np.testing.assert_allclose(result.matrix[:, 2], truth[:, 2], atol=0.3)
+    aligned = result.warp(_optical(sem, seed=1), fixed.shape)
+    mask = result.valid_mask(sem.shape, fixed.shape)
+    assert np.corrcoef(aligned[mask], cv2.GaussianBlur(fixed, (0, 0), 3.0)[mask])[0, 1] > 0.95
+    assert result.residual < register(_optical(sem), fixed, iterations=0).residual
+
+
+def test_align_pair_returns_a_registered_crop_and_crop_pairs_tiles_it(sem):
+    fixed, _ = _transform(sem, 4.0, -3.0, angle=0.3)
+    osr, ref, _ = align_pair(_optical(sem), fixed)
+    assert osr.shape == ref.shape and min(osr.shape) > 200
+    assert np.corrcoef(osr.ravel(), cv2.GaussianBlur(ref, (0, 0), 3.0).ravel())[0, 1] > 0.95
+    crops = crop_pairs(osr, ref, size=64, stride=64)
+    assert len(crops) == (osr.shape[0] // 64) * (osr.shape[1] // 64)
+    assert all(a.shape == b.shape == (64, 64) for a, b in crops)
+    with pytest.raises(UserError):
+        register(sem, sem[:100])
+
+
+def test_real_sem_reference_and_inspected_images_register_consistently(real_sem_dir):
+    ref = read_image(real_sem_dir / "case1_reference_image.tif")
+    inspected = read_image(real_sem_dir / "case1_inspected_image.tif")
+    forward = register(inspected, ref, affine=False)
+    backward = register(ref, inspected, affine=False)
+    # The images overlap only partly (and case 1 has a defect), so the correlation is moderate.
+    assert forward.correlation > 0.6 and backward.correlation > 0.6
+    assert forward.shift == pytest.approx((-backward.shift[0], -backward.shift[1]), abs=1.0)
