@@ -47,6 +47,7 @@ def build_engine(config: EdgeConfig) -> tuple[Engine, dict[str, str]]:
     backend = load_backend(
         bundle, name=model.backend, precision=model.precision,
         device=model.device or None, threads=model.threads or None,
+        max_batch=config.batching.max_batch,
     )
     io = bundle.io
     tiler = Tiler(

@@ -18,12 +18,14 @@ __all__ = ["BACKENDS", "Backend", "check_batch", "load_backend"]
 
 
 def load_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp32",
-                 device: str | None = None, threads: int | None = None) -> Backend:
+                 device: str | None = None, threads: int | None = None,
+                 max_batch: int = 8) -> Backend:
     """The backend `name` for the bundle's model of `precision`.
 
     ONNX Runtime is the default and the fallback: when torch or TensorRT cannot load (not
     installed, no GPU, no engine), a WARNING names the reason and ONNX Runtime fp32 on the CPU
-    serves instead (its .name and .precision say so, and `fallback_from` names the backend asked for)."""
+    serves instead (its .name and .precision say so, and `fallback_from` names the backend asked for).
+    max_batch is the largest batch the caller will pass (TensorRT's optimisation profile)."""
     if name not in BACKENDS:
         raise UserError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     if name == "onnxruntime":
@@ -36,7 +38,8 @@ def load_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp
             return TorchBackend(program.path, device=device, fp16=precision == "fp16",
                                 threads=threads)
         module = importlib.import_module("edge.backends.tensorrt_backend")
-        return module.open_backend(bundle, precision=precision, device=device)  # type: ignore[no-any-return]
+        return module.open_backend(  # type: ignore[no-any-return]
+            bundle, precision=precision, device=device, max_batch=max_batch)
     except (ImportError, RuntimeError, OSError, UserError, AttributeError) as exc:
         log.warning("backend %s (%s) cannot load here: %s; falling back to ONNX Runtime fp32 on CPU",
                     name, precision, exc)
