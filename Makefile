@@ -19,6 +19,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_int8.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge trainer calibration tests bench

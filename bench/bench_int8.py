@@ -1,0 +1,104 @@
+"""INT8 vs FP32 (and FP16) ONNX Runtime on the CPU: speed and PSNR difference on held-out pairs.
+
+Speed: patches/s at the bundle's patch size, batches of --batch, one warm-up call, --repeats
+timed calls, median. Quality: the held-out pairs (default: the simulated test set) converted
+through the serving tiler by each variant, mean PSNR to the SEM reference.
+Writes bench/results/int8_cpu.json with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from run import machine
+
+from edge.backends import load_backend
+from edge.bundle import default_bundle_path, load_bundle
+from edge.imageio import list_images, read_image
+from edge.tiling import Tiler, convert_image
+from trainer.evaluation.metrics import psnr
+
+
+def patches_per_s(backend, batch: np.ndarray, repeats: int) -> float:
+    backend.infer(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backend.infer(batch)
+        times.append(time.perf_counter() - start)
+    return len(batch) / statistics.median(times)
+
+
+def mean_psnr(backend, tiler: Tiler, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return float(np.mean([psnr(np.clip(convert_image(osr, backend, tiler), 0, 1), sem)
+                          for osr, sem in pairs]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=REPO / "runs/data/test",
+                        help="held-out pairs (osr/, sem/); `ssum synth pairs --out runs/data/test --n 32 --seed 900000`")
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/int8_cpu.json")
+    args = parser.parse_args(argv)
+
+    bundle = load_bundle(args.bundle or default_bundle_path())
+    io = bundle.io
+    tiler = Tiler(int(io["patch_size"]), int(io["overlap"]), int(io["spatial_multiple"]))
+    if not (args.data / "osr").is_dir():
+        from trainer.sim.pairs import write_pairs
+
+        print(f"{args.data} does not exist: simulating {args.pairs} held-out pairs (seed 900000)")
+        write_pairs(args.data, args.pairs, seed=900000, size=512)
+    names = [p.name for p in list_images(args.data / "osr")][: args.pairs]
+    pairs = [(read_image(args.data / "osr" / n), read_image(args.data / "sem" / n)) for n in names]
+    rng = np.random.default_rng(0)
+    batch = rng.random((args.batch, 1, tiler.patch_size, tiler.patch_size), dtype=np.float32)
+    results = {}
+    for precision in ("fp32", "int8", "fp16"):
+        if not any(m.kind == "onnx" and m.precision == precision for m in bundle.models()):
+            print(f"{precision}: not in the bundle (run ssum calibrate)")
+            continue
+        backend = load_backend(bundle, "onnxruntime", precision, threads=args.threads or None)
+        results[precision] = {"patches_per_s": patches_per_s(backend, batch, args.repeats),
+                              "psnr_sem_db": mean_psnr(backend, tiler, pairs)}
+        backend.close()
+        print(f"{precision}: {results[precision]['patches_per_s']:.2f} patches/s, "
+              f"PSNR to SEM {results[precision]['psnr_sem_db']:.3f} dB")
+    if "int8" in results:
+        results["int8_vs_fp32"] = {
+            "speedup": results["int8"]["patches_per_s"] / results["fp32"]["patches_per_s"],
+            "psnr_loss_db": results["fp32"]["psnr_sem_db"] - results["int8"]["psnr_sem_db"],
+            "targets": {"speedup": 1.5, "psnr_loss_db": 0.2}}
+        r = results["int8_vs_fp32"]
+        print(f"INT8 vs FP32: {r['speedup']:.2f}x (target >= 1.5), PSNR loss {r['psnr_loss_db']:+.3f} dB "
+              "(target <= 0.2)")
+    report = {"benchmark": "int8_cpu", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "command": "python bench/bench_int8.py " + " ".join(argv or sys.argv[1:]),
+              "machine": machine(), "bundle": str(bundle.path), "patch_size": tiler.patch_size,
+              "batch": args.batch, "repeats": args.repeats, "threads": args.threads,
+              "pairs": names, "data": str(args.data), "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
