@@ -38,7 +38,7 @@ def serving_tiler(bundle: Bundle, window: str = "hann") -> Tiler:
     return Tiler(int(io["patch_size"]), int(io["overlap"]), int(io["spatial_multiple"]), window)
 
 
-def load_calibration_data(bundle: Bundle, data_dir: Path, n_patches: int = 64, holdout: int = 8,
+def load_calibration_data(bundle: Bundle, data_dir: Path, n_patches: int = 16, holdout: int = 8,
                           seed: int = 0) -> CalibrationData:
     data_dir = Path(data_dir)
     osr_dir, sem_dir = data_dir / "osr", data_dir / "sem"

@@ -104,6 +104,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, patches: np.ndarray, method: 
             del options["OpTypesToExcludeOutputQuantization"]
         if method == "percentile":
             options["CalibPercentile"] = 99.999
+        if method == "max":  # ranges merged every 4 batches: memory independent of the set size
+            options["CalibMaxIntermediateOutputs"] = 4
         quantize_static(
             str(prepared), str(out_path), PatchReader(patches),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
