@@ -24,9 +24,10 @@ def test_synth_scan_writes_a_readable_scan(tmp_path, capsys):
     assert all(t["error_x_nm"] == 0.0 for t in scan.meta["simulation"]["tiles_true"])
 
 
-def test_synth_compare_real_writes_a_report(tmp_path, capsys):
+def test_synth_compare_real_writes_a_report(tmp_path, capsys, real_sem_dir):
     report = tmp_path / "r.json"
-    assert main(["synth", "compare-real", "--n-sim", "1", "--out", str(report)]) == 0
+    assert main(["synth", "compare-real", "--real-dir", str(real_sem_dir), "--n-sim", "1",
+                 "--out", str(report)]) == 0
     data = json.loads(report.read_text())
     assert len(data["real"]) == 6 and len(data["sim"]) == 1
     assert np.isfinite(data["sim_summary"]["noise_std"]["mean"])
@@ -36,3 +37,24 @@ def test_synth_compare_real_writes_a_report(tmp_path, capsys):
 def test_bad_option_is_one_line_error(tmp_path, capsys):
     assert main(["synth", "scan", "--out", str(tmp_path / "s"), "--tile", "32", "--overlap", "40"]) == 2
     assert "--overlap" in capsys.readouterr().err
+
+
+def test_synth_degrade_makes_test_pairs_from_sem_images(tmp_path, capsys):
+    import cv2
+
+    from edge.imageio import read_image
+    from trainer.sim.pairs import make_pair
+
+    sem_dir = tmp_path / "sem_in"
+    sem_dir.mkdir()
+    sem = make_pair(3, size=146, misalign=False)[1]
+    cv2.imwrite(str(sem_dir / "chip.png"), np.round(sem * 255).astype(np.uint8))
+    out = tmp_path / "pairs"
+    assert main(["synth", "degrade", "--sem", str(sem_dir), "--out", str(out),
+                 "--source-pixel-size", "7.3", "--seed", "1"]) == 0
+    osr, ref = read_image(out / "osr" / "chip.tif"), read_image(out / "sem" / "chip.tif")
+    assert osr.shape == ref.shape == (107, 107)  # 146 px at 7.3 nm -> 10 nm/px
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["pixel_size_nm"] == 10.0 and meta["source_pixel_nm"] == 7.3
+    assert np.std(np.diff(osr, axis=1)) < np.std(np.diff(ref, axis=1))  # optically blurred
+    assert main(["synth", "degrade", "--sem", str(tmp_path / "none"), "--out", str(out)]) == 2
