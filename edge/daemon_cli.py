@@ -44,9 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _config_argument(check)
     engine = actions.add_parser(
-        "build-engine", help="build the TensorRT engine for a bundle (calibration package)",
+        "build-engine", help="build (or find) the TensorRT engine for a bundle in the engine cache",
+        description="The daemon builds a missing engine itself at start-up when its backend is "
+        "tensorrt; this does it ahead of time (after installing a bundle, a GPU or TensorRT).",
     )
-    engine.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the engine build")
+    engine.add_argument("--bundle", type=Path, default=None, help="model bundle (default: models/default)")
+    engine.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    engine.add_argument("--max-batch", type=int, default=8,
+                        help="largest batch of patches (the daemon's [batching] max_batch)")
+    engine.add_argument("--workspace-mb", type=int, default=1024)
+    engine.add_argument("--device", type=int, default=0, help="CUDA device index")
+    engine.add_argument("--cache", type=Path, default=None,
+                        help="engine cache (default: $SSUM_ENGINE_CACHE, else $XDG_CACHE_HOME/ssum-edge/engines)")
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.config import load_config, to_toml
 
     if args.action == "build-engine":
-        return _build_engine(args.rest)
+        return _build_engine(args)
     config = load_config(args.config, _overrides(args))
     if args.action == "check-config":
         print(f"# {config.source}: valid; effective configuration:")
@@ -95,16 +104,26 @@ def _run_daemon(config: EdgeConfig) -> int:
     return daemon.serve_forever(stop)
 
 
-def _build_engine(rest: list[str]) -> int:
-    """Delegate to calibration.engine, which builds and caches TensorRT engines."""
+def _build_engine(args: argparse.Namespace) -> int:
+    from edge.bundle import default_bundle_path, load_bundle
+    from edge.engine_cache import EngineCache
+
+    if args.max_batch < 1 or args.workspace_mb < 1:
+        raise UserError("--max-batch and --workspace-mb must be positive")
+    bundle = load_bundle(args.bundle or default_bundle_path())
+    bundle.model("onnx", args.precision)  # a clear error before touching the GPU
     try:
-        engine = importlib.import_module("calibration.engine")
+        importlib.import_module("tensorrt")
+        importlib.import_module("pycuda.driver")
     except ImportError as exc:
-        raise UserError(
-            "TensorRT engine build is provided by the calibration package "
-            f"(calibration.engine), which is not available here: {exc}"
-        ) from exc
-    main = getattr(engine, "main", None)
-    if main is None:
-        raise UserError("calibration.engine has no main(); run `ssum calibrate --help` instead")
-    return int(main(rest) or 0)
+        raise UserError(f"TensorRT and pycuda are needed to build engines ({exc}); install the "
+                        "GPU extra on the edge box (docs/tensorrt.md)") from exc
+    from edge.backends.tensorrt_build import ensure_engine
+
+    logging.getLogger().setLevel(logging.INFO)
+    path, key = ensure_engine(bundle, args.precision, args.max_batch, EngineCache(args.cache),
+                              args.workspace_mb << 20, args.device)
+    print(f"engine {path}")
+    print(f"key {key.digest()}: {key.gpu_name} (sm {key.compute_capability}), TensorRT "
+          f"{key.tensorrt_version}, {key.precision}, profile max {key.profile[2]}")
+    return 0

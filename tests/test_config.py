@@ -111,11 +111,3 @@ def test_check_config_reports_a_bad_key_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("ssum edge: error: edge.toml: [batching] max_batch must be a positive "
                    "integer, got -1")
-
-
-def test_build_engine_without_the_calibration_engine_is_a_clear_error(capsys, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "calibration.engine", None)  # import fails
-    assert cli_main(["edge", "build-engine"]) == 2
-    assert "provided by the calibration package" in capsys.readouterr().err
