@@ -24,6 +24,7 @@ from edge.errors import UserError
 from edge.metrics import EdgeMetrics, serve
 from edge.pipeline import Engine, Pipeline, PipelineSettings
 from edge.protocol import Limits
+from edge.rig import attach
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class ZmqSink:
         self._server = None
         try:
             self._server = _secure(context, self.socket, config, out.bind, None)
-            _attach(self.socket, out.endpoint, out.bind)
+            attach(self.socket, out.endpoint, out.bind)
         except BaseException:
             self.socket.close(linger=0)
             if self._server is not None:
@@ -104,16 +105,6 @@ class ZmqSink:
         self.socket.close()
         if self._server is not None:
             self._server.stop()
-
-
-def _attach(socket: zmq.Socket, endpoint: str, bind: bool) -> None:
-    try:
-        if bind:
-            socket.bind(endpoint)
-        else:
-            socket.connect(endpoint)
-    except zmq.ZMQError as exc:
-        raise UserError(f"cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from exc
 
 
 def _secure(context: zmq.Context, socket: zmq.Socket, config: EdgeConfig, bind: bool,
@@ -296,7 +287,7 @@ class Daemon:
             if cfg.socket == "sub":
                 for topic in subscriptions(cfg.topics):
                     socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-            _attach(socket, cfg.endpoint, cfg.bind)
+            attach(socket, cfg.endpoint, cfg.bind)
         except BaseException:
             socket.close(linger=0)
             if self._input_server is not None:
