@@ -21,6 +21,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/bench_int8.py
 
+typecheck:
+	bash tools/trt_typecheck.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check edge trainer calibration tests bench
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import signal
 import threading
@@ -112,16 +111,12 @@ def _build_engine(args: argparse.Namespace) -> int:
         raise UserError("--max-batch and --workspace-mb must be positive")
     bundle = load_bundle(args.bundle or default_bundle_path())
     bundle.model("onnx", args.precision)  # a clear error before touching the GPU
-    try:
-        importlib.import_module("tensorrt")
-        importlib.import_module("pycuda.driver")
-    except ImportError as exc:
-        raise UserError(f"TensorRT and pycuda are needed to build engines ({exc}); install the "
-                        "GPU extra on the edge box (docs/tensorrt.md)") from exc
-    from edge.backends.tensorrt_build import ensure_engine
+    from edge.backends import tensorrt_build
+
+    tensorrt_build.require_tensorrt()
 
     logging.getLogger().setLevel(logging.INFO)
-    path, key = ensure_engine(bundle, args.precision, args.max_batch, EngineCache(args.cache),
+    path, key = tensorrt_build.ensure_engine(bundle, args.precision, args.max_batch, EngineCache(args.cache),
                               args.workspace_mb << 20, args.device)
     print(f"engine {path}")
     print(f"key {key.digest()}: {key.gpu_name} (sm {key.compute_capability}), TensorRT "

@@ -4,6 +4,7 @@ and the build command's error are tested everywhere."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from tiny_bundle import make_tiny_bundle
 from edge.backends import load_backend
 from edge.bundle import load_bundle
 from edge.cli import main
+from edge.engine_cache import EngineKey
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,29 @@ def test_build_engine_without_tensorrt_is_a_one_line_error(bundle, capsys):
 def test_build_engine_refuses_a_missing_precision_before_touching_the_gpu(bundle, capsys):
     assert main(["edge", "build-engine", "--bundle", str(bundle.path), "--precision", "int8"]) == 2
     assert "no onnx model in int8" in capsys.readouterr().err
+
+
+def test_build_engine_passes_its_options_and_prints_path_and_key(bundle, tmp_path, monkeypatch,
+                                                                  capsys):
+    from edge.backends import tensorrt_build
+
+    calls = []
+    key = EngineKey("a" * 64, "NVIDIA L4", "8.9", "10.13.0", "fp32",
+                    ((1, 1, 128, 128), (4, 1, 128, 128), (4, 1, 128, 128)), 256 << 20)
+
+    def fake_ensure(bundle_, precision, max_batch, cache, workspace_bytes, device_index):
+        calls.append((precision, max_batch, cache.directory, workspace_bytes, device_index))
+        return Path(cache.directory) / "x.engine", key
+
+    monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: None)
+    monkeypatch.setattr(tensorrt_build, "ensure_engine", fake_ensure)
+    argv = ["edge", "build-engine", "--bundle", str(bundle.path), "--precision", "fp32", "--max-batch", "4",
+            "--workspace-mb", "256", "--device", "1", "--cache", str(tmp_path)]
+    assert main(argv) == 0
+    assert calls == [("fp32", 4, tmp_path, 256 * 1024 * 1024, 1)]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"engine {tmp_path / 'x.engine'}"
+    assert key.digest() in out[1] and "NVIDIA L4" in out[1]
 
 
 @pytest.mark.tensorrt

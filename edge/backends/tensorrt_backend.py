@@ -2,9 +2,8 @@
 
 The primary CUDA context is retained once and pushed around each call's GPU work (the daemon
 calls `infer` from its inference thread, not the thread that loaded the engine). Pinned host
-buffers and device buffers are allocated once at the profile's maximum batch; each batch takes
-the next of a few streams, so one batch's copies can overlap another's compute when calls come
-from several threads; events time the stages.
+buffers (of the engine's I/O types) and device buffers are allocated once at the profile's
+maximum batch; each batch takes the next of a few streams; events time the stages.
 """
 
 from __future__ import annotations
@@ -62,8 +61,10 @@ class TensorRTBackend:
             self.input_name = inputs[0]
             self.output_name = next(n for n in names if n not in inputs)
             shape = (max_batch, 1, patch_size, patch_size)
-            self.host_in = cuda.pagelocked_empty(shape, np.float32)
-            self.host_out = cuda.pagelocked_empty(shape, np.float32)
+            in_type = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
+            out_type = trt.nptype(self.engine.get_tensor_dtype(self.output_name))
+            self.host_in = cuda.pagelocked_empty(shape, in_type)
+            self.host_out = cuda.pagelocked_empty(shape, out_type)
             self.dev_in = cuda.mem_alloc(self.host_in.nbytes)
             self.dev_out = cuda.mem_alloc(self.host_out.nbytes)
             self.streams = [cuda.Stream() for _ in range(STREAMS)]
@@ -71,6 +72,7 @@ class TensorRTBackend:
         finally:
             self.context.pop()
         self._next = 0
+        self._closed = False
         self.last_timings: dict[str, float] = {}
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -111,9 +113,12 @@ class TensorRTBackend:
         self.last_timings = {"h2d_ms": copied.time_since(start),
                              "compute_ms": computed.time_since(copied),
                              "d2h_ms": done.time_since(computed)}
-        return np.array(self.host_out[:n])
+        return np.array(self.host_out[:n], dtype=np.float32)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.context.push()
         try:
             self.dev_in.free()

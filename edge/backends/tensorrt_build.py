@@ -8,13 +8,19 @@ Lives in edge/ because the daemon builds a missing engine at start-up.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.bundle import Bundle
 from edge.engine_cache import EngineCache, EngineKey
+from edge.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,16 @@ class ShapeProfile:
     def for_patches(cls, input_name: str, patch_size: int, max_batch: int) -> ShapeProfile:
         return cls(input_name, (1, 1, patch_size, patch_size),
                    (max_batch, 1, patch_size, patch_size), (max_batch, 1, patch_size, patch_size))
+
+
+def require_tensorrt() -> None:
+    """UserError naming what is missing when TensorRT or pycuda cannot be imported."""
+    try:
+        importlib.import_module("tensorrt")
+        importlib.import_module("pycuda.driver")
+    except (ImportError, OSError) as exc:
+        raise UserError(f"TensorRT and pycuda are needed to build engines ({exc}); install the "
+                        "GPU extra on the edge box (docs/tensorrt.md)") from exc
 
 
 def gpu_facts(device_index: int = 0) -> tuple[str, str]:
@@ -74,14 +90,22 @@ def build_engine(onnx_path: Path, profile: ShapeProfile, workspace_bytes: int,
     shapes.set_shape(profile.input_name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)),
                      trt.Dims(list(profile.max)))
     config.add_optimization_profile(shapes)
-    previous = timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(previous), False)
+    _load_timing_cache(config, timing_cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see its log)")
     timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
     timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
+
+
+def _load_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
+    """Reuse earlier tactic timings; a cache from another GPU or TensorRT is replaced."""
+    previous = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(previous)
+    if cache is None or not config.set_timing_cache(cache, False):
+        log.warning("timing cache %s does not fit this GPU or TensorRT; starting a new one", path)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
 
 
 def ensure_engine(bundle: Bundle, precision: str, max_batch: int, cache: EngineCache,
