@@ -33,6 +33,15 @@ OUTPUT_LINGER_MS = 5000
 STALL_S = 60.0
 
 
+def _warm_up(backend: Any, max_batch: int, patch_size: int) -> None:
+    """One full batch before READY: the first run of a shape allocates the runtime's memory
+    arena (GBs at 512 px on the CPU) and would otherwise slow the first tiles of the first scan."""
+    start = time.monotonic()
+    backend.infer(np.zeros((max_batch, 1, patch_size, patch_size), np.float32))
+    log.info("backend warmed up with a batch of %d patches in %.2f s", max_batch,
+             time.monotonic() - start)
+
+
 def build_engine(config: EdgeConfig) -> tuple[Engine, dict[str, str]]:
     """Load the bundle and backend named in [model]; returns the engine and model_info labels."""
     from edge.bundle import default_bundle_path, load_bundle
@@ -57,6 +66,7 @@ def build_engine(config: EdgeConfig) -> tuple[Engine, dict[str, str]]:
         multiple=int(io["spatial_multiple"]),
         window=config.tiling.window,
     )
+    _warm_up(backend, config.batching.max_batch, tiler.patch_size)
     params = PreprocessParams.from_dict(bundle.preprocessing)
 
     def prepare(raw: np.ndarray) -> np.ndarray:
