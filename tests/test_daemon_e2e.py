@@ -1,7 +1,8 @@
 """The daemon end to end: real ZeroMQ sockets on 127.0.0.1, in-process daemons and a subprocess.
 
-The model is the tiny bundle (tests/tiny_bundle.py) with edge.tiling/backends/preprocess when
-those modules exist, else the stand-in engine of tests/edge_standin.py.
+The model is the tiny bundle (tests/tiny_bundle.py) through the real tiling, backends and
+preprocessing; tests that need a controllable engine (slow, two daemons) use the stand-in of
+tests/edge_standin.py.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from edge_standin import (
     Engine,
     GridTiler,
     InvertBackend,
-    real_modules_available,
     standin_engine,
     standin_offline,
 )
@@ -139,8 +139,6 @@ def ctx():
 @pytest.fixture()
 def model(tmp_path):
     """(bundle path or None, engine factory, offline conversion of a raw tile to float)."""
-    if not real_modules_available():
-        return None, standin_engine, standin_offline
     from edge.tiling import convert_image
     from tiny_bundle import make_tiny_bundle
 

@@ -192,8 +192,8 @@ def _replay_over_curve(tmp_path: Path, keys: dict[str, Path], who: str, timeout_
     import threading
 
     from edge.rig import CurveOptions, replay_scan
+    from trainer.sim import scan as sim_scan
 
-    sim_scan = pytest.importorskip("trainer.sim.scan")
     scan = sim_scan.simulate_scan(tmp_path / "scan", rows=1, cols=2, tile=32, overlap=8, seed=0)
     context = zmq.Context()
     port = context.socket(zmq.PUB)  # reserve a free port, then hand it to the rig
@@ -247,8 +247,7 @@ def _metric(text: str, name: str) -> float:
 @pytest.fixture()
 def curve_daemon(tmp_path: Path, keys: dict[str, Path]):
     """A daemon with [security] curve = true: PULL input and PUB output are CURVE servers."""
-    pytest.importorskip("edge.daemon_cli", reason="edge/daemon_cli.py not written yet")
-    tiny_bundle = pytest.importorskip("tiny_bundle", reason="tests/tiny_bundle.py not written yet")
+    import tiny_bundle
     from daemon_process import daemon_config, start_daemon, stop
 
     from trainer.sim.scan import simulate_scan
