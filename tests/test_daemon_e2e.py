@@ -27,7 +27,6 @@ from edge_standin import (
     GridTiler,
     InvertBackend,
     standin_engine,
-    standin_offline,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,10 +138,10 @@ def ctx():
 @pytest.fixture()
 def model(tmp_path):
     """(bundle path or None, engine factory, offline conversion of a raw tile to float)."""
-    from edge.tiling import convert_image
     from tiny_bundle import make_tiny_bundle
 
     from edge.daemon import build_engine
+    from edge.tiling import convert_image
 
     bundle = make_tiny_bundle(tmp_path / "bundle", seed=0, with_torch_export=False)
     config = config_for({"socket": "pull"}, {}, bundle)
