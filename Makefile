@@ -21,7 +21,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/bench_int8.py
 
-typecheck:
+typecheck: $(STAMP)
+	$(BIN)/mypy edge calibration trainer
 	bash tools/trt_typecheck.sh
 
 lint: $(STAMP)

@@ -107,7 +107,8 @@ def _int8(bundle: Any, context: tuple) -> dict[str, Any]:
     data, _, _, fp32_path, _, _, _, args = context
     path = bundle.path / "generator.int8.onnx"
     exclude: list[str] = []
-    rounds, ranking = [], []
+    rounds: list[dict[str, Any]] = []
+    ranking: list[str] = []
     for attempt in range(MAX_ROUNDS + 1):
         quantize_int8(fp32_path, path, data.patches, args.method, exclude, args.target)
         result = _evaluate(path, context)

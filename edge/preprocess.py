@@ -79,7 +79,7 @@ def preprocess(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
     if params.clahe_clip > 0:
         clahe = cv2.createCLAHE(params.clahe_clip, (params.clahe_grid, params.clahe_grid))
         u16 = np.round(np.clip(out, 0, 1) * 65535).astype(np.uint16)
-        out = clahe.apply(u16).astype(np.float32) / 65535
+        out = (clahe.apply(u16) / 65535).astype(np.float32)
     if params.unsharp_amount > 0:
         blurred = cv2.GaussianBlur(out, (0, 0), params.unsharp_sigma, borderType=cv2.BORDER_REFLECT)
         out = out + params.unsharp_amount * (out - blurred)

@@ -89,7 +89,7 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-6)
         try:
             correlation, warp = cv2.findTransformECC(_smooth(fixed), _smooth(moving), warp.copy(),
-                                                     motion, criteria, None, 5)
+                                                     motion, criteria, None, 5)  # type: ignore[call-overload]
             converged = True
         except cv2.error:
             warp = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)

@@ -26,7 +26,7 @@ class OnnxRuntimeBackend:
         # ONNX Runtime re-plans on every shape change, which cost ~1.6 s on a 512 px batch of 8.
         options.enable_mem_pattern = False
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        providers = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
         self.device = "cpu"
         if device and device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():
