@@ -215,7 +215,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "precision": _one_of("fp32", "fp16", "int8"), "device": _string, "threads": _nonneg_int,
     },
     "tiling": {
-        "window": _one_of("hann", "gaussian", "constant"),
+        "window": _one_of("hann", "gaussian", "linear", "constant", "crop"),
         "patch_size": _nonneg_int, "overlap": _nonneg_int,
     },
     "batching": {"max_batch": _positive_int, "max_delay_ms": _nonneg_number},

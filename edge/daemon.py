@@ -66,6 +66,10 @@ def build_engine(config: EdgeConfig) -> tuple[Engine, dict[str, str]]:
         multiple=int(io["spatial_multiple"]),
         window=config.tiling.window,
     )
+    margin = int(io.get("receptive_margin", 0))
+    if tiler.overlap < margin:
+        log.warning("[tiling] overlap %d px is below the model's receptive margin (%d px): "
+                    "patch seams will not match whole-image conversion", tiler.overlap, margin)
     _warm_up(backend, config.batching.max_batch, tiler.patch_size)
     params = PreprocessParams.from_dict(bundle.preprocessing)
 
