@@ -16,6 +16,7 @@ import numpy as np
 from edge.errors import UserError
 
 SMOOTH_SIGMA_PX = 1.5
+GRADIENT_SIGMA_PX = 1.5
 
 
 @dataclass
@@ -24,13 +25,17 @@ class Registration:
     shift: its translation part (dx, dy); residual: RMS difference of the standardised images
     after alignment (0 = identical up to gain and offset); correlation: ECC correlation
     coefficient (or the phase-correlation response when refinement did not run or converge);
-    converged: whether the affine refinement converged."""
+    converged: whether the affine refinement converged; features: "edges" or "intensity", the
+    representation that was registered; edge_agreement: correlation of the aligned images' edge
+    strength over their overlap."""
 
     matrix: np.ndarray
     shift: tuple[float, float]
     residual: float
     correlation: float
     converged: bool
+    features: str = "edges"
+    edge_agreement: float = float("nan")
 
     def warp(self, moving: np.ndarray, shape: tuple[int, ...] | None = None,
              border_value: float = 0.0) -> np.ndarray:
@@ -48,6 +53,18 @@ class Registration:
 
 def _smooth(image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(np.asarray(image, np.float32), (0, 0), SMOOTH_SIGMA_PX)
+
+
+def edge_strength(image: np.ndarray, sigma: float = GRADIENT_SIGMA_PX) -> np.ndarray:
+    """Gradient magnitude of the Gaussian-smoothed image: what OSR and SEM images share.
+
+    Their grey levels do not correspond (optical reflectance vs secondary-electron yield, with
+    bright SEM edge rims, even inverted contrast), but both have their edges at the pattern's
+    edges, so registering edge strength works where registering intensities fails."""
+    smooth = cv2.GaussianBlur(np.asarray(image, np.float32), (0, 0), sigma)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
+    return cv2.magnitude(gx, gy)
 
 
 def phase_shift(moving: np.ndarray, fixed: np.ndarray) -> tuple[float, float, float]:
@@ -74,12 +91,28 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
     """Align `moving` (e.g. OSR) onto `fixed` (e.g. SEM) of the same shape.
 
     Phase correlation gives the translation; ECC then refines an affine transform (affine=True)
-    or the translation alone (affine=False) to sub-pixel accuracy."""
+    or the translation alone (affine=False) to sub-pixel accuracy. Both are run twice, on edge
+    strength (which OSR and SEM share, see `edge_strength`) and on smoothed intensities (more
+    precise when the two images have the same contrast); the result whose edges agree better
+    with the fixed image's wins (`Registration.features` says which)."""
     moving = np.asarray(moving, np.float32)
     fixed = np.asarray(fixed, np.float32)
     if moving.ndim != 2 or moving.shape != fixed.shape:
         raise UserError(f"registration needs two 2-D images of one shape, got {moving.shape} "
                         f"and {fixed.shape}")
+    fixed_edges = edge_strength(fixed)
+    candidates = [_align(edge_strength(moving), fixed_edges, affine, iterations, "edges"),
+                  _align(_smooth(moving), _smooth(fixed), affine, iterations, "intensity")]
+    for candidate in candidates:
+        mask = candidate.valid_mask(moving.shape, fixed.shape)
+        warped_edges = edge_strength(candidate.warp(moving, fixed.shape))
+        candidate.edge_agreement = _correlation(warped_edges, fixed_edges, mask)
+        candidate.residual = _residual(candidate.warp(moving, fixed.shape), fixed, mask)
+    return max(candidates, key=lambda c: c.edge_agreement)
+
+
+def _align(moving: np.ndarray, fixed: np.ndarray, affine: bool, iterations: int,
+           features: str) -> Registration:
     dx, dy, response = phase_shift(moving, fixed)
     # ECC's warp maps fixed (template) coordinates to moving (input) coordinates.
     warp = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
@@ -88,17 +121,20 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
         motion = cv2.MOTION_AFFINE if affine else cv2.MOTION_TRANSLATION
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-6)
         try:
-            correlation, warp = cv2.findTransformECC(_smooth(fixed), _smooth(moving), warp.copy(),
-                                                     motion, criteria, None, 5)  # type: ignore[call-overload]
+            correlation, warp = cv2.findTransformECC(fixed, moving, warp.copy(), motion, criteria,
+                                                     None, 5)  # type: ignore[call-overload]
             converged = True
         except cv2.error:
             warp = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
     matrix = cv2.invertAffineTransform(warp.astype(np.float64))
-    result = Registration(matrix, (float(matrix[0, 2]), float(matrix[1, 2])), 0.0,
-                          float(correlation), converged)
-    warped = result.warp(moving, fixed.shape)
-    result.residual = _residual(warped, fixed, result.valid_mask(moving.shape, fixed.shape))
-    return result
+    return Registration(matrix, (float(matrix[0, 2]), float(matrix[1, 2])), 0.0,
+                        float(correlation), converged, features)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    if mask.sum() < 16:
+        return -1.0
+    return float(np.corrcoef(a[mask], b[mask])[0, 1])
 
 
 def valid_rectangle(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -119,3 +119,28 @@ def test_user_errors(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no images" in _error(["--input", str(empty), "--ref", str(data / "sem"), *out], capsys)
+
+
+def test_register_scores_a_perfect_but_misregistered_prediction_as_near_perfect(tmp_path):
+    """A prediction that is the SEM image in the OSR's (misregistered) geometry: unregistered
+    scoring blames the misregistration on it, --register does not."""
+    import cv2
+
+    from edge.imageio import write_tiff16
+    from trainer.evaluation.harness import evaluate_sets
+    from trainer.sim.pairs import make_pair, pair_seed
+
+    for i in range(2):
+        osr, sem, meta = make_pair(pair_seed(5, i), size=256)
+        sem_to_osr = np.array(meta["misregistration"]["matrix"])
+        pred = cv2.warpAffine(sem, cv2.invertAffineTransform(sem_to_osr), (256, 256),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        for folder, image in (("osr", osr), ("sem", sem), ("pred", pred)):
+            write_tiff16(tmp_path / folder / f"{i}.tif", image)
+    folders = (tmp_path / "pred", tmp_path / "osr", tmp_path / "sem")
+    plain = evaluate_sets(*folders, pixel_size_nm=10.0, baselines=())
+    registered = evaluate_sets(*folders, pixel_size_nm=10.0, baselines=(), register=True)
+    assert registered["registered"] and set(registered["registration"]) == {"0", "1"}
+    gain = registered["methods"]["model"]["mean"]["psnr"] - plain["methods"]["model"]["mean"]["psnr"]
+    assert gain > 5, gain
+    assert registered["methods"]["model"]["mean"]["psnr"] > 30

@@ -74,3 +74,17 @@ def test_real_sem_reference_and_inspected_images_register_consistently(real_sem_
     # The images overlap only partly (and case 1 has a defect), so the correlation is moderate.
     assert forward.correlation > 0.6 and backward.correlation > 0.6
     assert forward.shift == pytest.approx((-backward.shift[0], -backward.shift[1]), abs=1.0)
+
+
+def test_simulated_osr_registers_to_its_sem_across_the_contrast_gap():
+    """OSR and SEM grey levels do not correspond; edge strength still aligns them."""
+    from trainer.sim.pairs import make_pair, pair_seed
+
+    errors = []
+    for i in range(4):
+        osr, sem, meta = make_pair(pair_seed(31, i), size=256)
+        truth = cv2.invertAffineTransform(np.array(meta["misregistration"]["matrix"]))  # OSR -> SEM
+        result = register(osr, sem)
+        corners = np.array([[0, 0, 1], [255, 0, 1], [0, 255, 1], [255, 255, 1]], float).T
+        errors.append(np.abs(result.matrix @ corners - truth @ corners).max())
+    assert np.median(errors) < 0.5, errors

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"nm per pixel (default: DATA/meta.json, else {DEFAULT_PIXEL_NM:g})")
     parser.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default ./eval)")
     parser.add_argument("--max-images", type=int, help="evaluate only the first N pairs")
+    parser.add_argument("--register", action="store_true",
+                        help="register each input to its reference first (one affine transform per "
+                             "pair, applied to every method) and score in the reference's frame")
 
 
 def _pixel_size_from_meta(data: Path | None) -> float | None:
@@ -56,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images must be at least 1, not {args.max_images}")
     result = evaluate_sets(args.pred, inp, ref, pixel, [n.strip() for n in names], args.out,
-                           args.max_images)
-    print(f"{len(result['images'])} image(s), pixel size {pixel:g} nm; means:")
+                           args.max_images, register=args.register)
+    frame = ", registered to the references" if args.register else ""
+    print(f"{len(result['images'])} image(s), pixel size {pixel:g} nm{frame}; means:")
     print(format_table(summary_rows(result)))
     for name, method in result["methods"].items():
         if method["not_finite"]:

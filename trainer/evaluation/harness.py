@@ -125,9 +125,10 @@ def _check_baselines(baselines: Sequence[str]) -> None:
 def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: str | Path,
                   pixel_size_nm: float, baselines: Sequence[str] = ("identity", "affine", "rl"),
                   out_dir: str | Path | None = None, max_images: int | None = None,
-                  report_images: int = 3) -> dict[str, Any]:
+                  report_images: int = 3, register: bool = False) -> dict[str, Any]:
     """Evaluate the predictions in `pred_dir` (method "model") and each baseline on the
     input/reference pairs; writes out_dir/metrics.json and out_dir/report/ when out_dir is given.
+    With register, each pair is first brought into the reference's frame (see `align_to_reference`).
     Returns the metrics.json content (non-finite values as float inf/NaN)."""
     _check_baselines(baselines)
     if pixel_size_nm <= 0:
@@ -139,8 +140,11 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
         raise UserError("nothing to evaluate: give predictions (--pred) or at least one baseline")
     rows: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     samples: list[Sample] = []
+    registrations: dict[str, dict[str, Any]] = {}
     for files in pairs:
         images, stem = _read_checked(files), files["ref"].stem
+        if register:
+            images, registrations[stem] = align_to_reference(images)
         sample = Sample(stem, images["input"], images["ref"])
         for method in methods:
             out = images["pred"] if method == MODEL_METHOD else BASELINES[method](
@@ -157,6 +161,7 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
         "input_dir": str(input_dir), "ref_dir": str(ref_dir),
         "pred_dir": None if pred_dir is None else str(pred_dir),
         "images": [files["ref"].stem for files in pairs],
+        "registered": register, "registration": registrations,
         "methods": {m: {"info": info[m], "mean": finite_mean(list(rows[m].values())),
                         "not_finite": not_finite_counts(list(rows[m].values())),
                         "images": rows[m]} for m in methods},
@@ -167,6 +172,23 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
 
         write_report(result, samples, Path(out_dir) / "report")
     return result
+
+
+def align_to_reference(images: dict[str, np.ndarray],
+                       border_px: int = 4) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Bring input and prediction into the reference's frame with ONE transform per pair,
+    estimated from the input (method-independent: every method is warped alike), and crop all
+    images to the rectangle where the warped input has real pixels, less `border_px`."""
+    from edge.registration import register, valid_rectangle
+
+    reg = register(images["input"], images["ref"])
+    top, bottom, left, right = valid_rectangle(reg.valid_mask(images["input"].shape, images["ref"].shape))
+    crop = np.s_[top + border_px : bottom - border_px, left + border_px : right - border_px]
+    aligned = {role: (img if role == "ref" else reg.warp(img, img.shape))[crop]
+               for role, img in images.items()}
+    record = {"matrix": reg.matrix.tolist(), "shift_px": list(reg.shift),
+              "correlation": reg.correlation, "residual": reg.residual, "converged": reg.converged}
+    return aligned, record
 
 
 def _json_safe(value: Any) -> Any:
