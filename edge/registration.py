@@ -24,10 +24,10 @@ class Registration:
     """matrix: 2x3 affine that maps moving-image pixel coordinates (x, y) to fixed-image ones;
     shift: its translation part (dx, dy); residual: RMS difference of the standardised images
     after alignment (0 = identical up to gain and offset); correlation: ECC correlation
-    coefficient (or the phase-correlation response when refinement did not run or converge);
-    converged: whether the affine refinement converged; features: "edges" or "intensity", the
-    representation that was registered; edge_agreement: correlation of the aligned images' edge
-    strength over their overlap."""
+    coefficient of the registered representation (or the phase-correlation response when
+    refinement did not run or converge); converged: whether the affine refinement converged;
+    features: "edges" or "intensity", the representation that was registered; edge_agreement:
+    correlation of the aligned images' edge strength over their overlap (for reports)."""
 
     matrix: np.ndarray
     shift: tuple[float, float]
@@ -93,8 +93,10 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
     Phase correlation gives the translation; ECC then refines an affine transform (affine=True)
     or the translation alone (affine=False) to sub-pixel accuracy. Both are run twice, on edge
     strength (which OSR and SEM share, see `edge_strength`) and on smoothed intensities (more
-    precise when the two images have the same contrast); the result whose edges agree better
-    with the fixed image's wins (`Registration.features` says which)."""
+    precise when the two images have the same contrast). The intensity result is used only when
+    its correlation coefficient beats the edge result's: true for images of one contrast (then
+    above ~0.93), false across the OSR/SEM contrast gap, where intensity correlation stays lower
+    and its optimum lies pixels off. `Registration.features` says which was used."""
     moving = np.asarray(moving, np.float32)
     fixed = np.asarray(fixed, np.float32)
     if moving.ndim != 2 or moving.shape != fixed.shape:
@@ -108,7 +110,7 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
         warped_edges = edge_strength(candidate.warp(moving, fixed.shape))
         candidate.edge_agreement = _correlation(warped_edges, fixed_edges, mask)
         candidate.residual = _residual(candidate.warp(moving, fixed.shape), fixed, mask)
-    return max(candidates, key=lambda c: c.edge_agreement)
+    return max(candidates, key=lambda c: (c.converged, c.correlation))
 
 
 def _align(moving: np.ndarray, fixed: np.ndarray, affine: bool, iterations: int,

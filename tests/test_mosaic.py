@@ -53,6 +53,22 @@ def test_feather_weights_fade_to_the_edges():
     assert w[0, 50] < 0.05 and w[32, 0] < 0.05 and np.all(w > 0)
 
 
+def test_blending_weights_are_normalised_and_empty_area_is_zero():
+    """Overlapping constant tiles give that constant everywhere they cover, whatever the
+    feather; the gap between separate tiles stays 0; the origin is the top-left tile."""
+    builder = MosaicBuilder(PIXEL_NM, feather_px=12)
+    value = 0.7
+    for x_px, y_px, shape in [(100, 50, (40, 60)), (130, 70, (50, 50)), (300, 50, (30, 30))]:
+        builder.add(np.full(shape, value, np.float32), x_px * PIXEL_NM, y_px * PIXEL_NM)
+    mosaic = builder.render()
+    assert builder.origin_nm == (100 * PIXEL_NM, 50 * PIXEL_NM)
+    assert mosaic.shape == (70, 230)
+    covered = np.zeros(mosaic.shape, bool)
+    covered[0:40, 0:60] = covered[20:70, 30:80] = covered[0:30, 200:230] = True
+    np.testing.assert_allclose(mosaic[covered], value, rtol=1e-6)
+    assert np.all(mosaic[~covered] == 0)
+
+
 def test_ome_tiff_carries_the_pixel_size(tmp_path, chip):
     path = write_ome_tiff(tmp_path / "m.ome.tif", chip, 7.5, {"scan_id": "s1"})
     assert read_ome_pixel_size(path) == pytest.approx(7.5)
