@@ -1,14 +1,13 @@
-"""Engines for daemon and pipeline tests: the real tiny bundle when its modules exist, else a
-minimal stand-in (grid tiler + pixel-inverting backend) written against the shared contract.
+"""A controllable engine for pipeline and daemon tests: a grid tiler and a pixel-inverting
+backend that can be slowed down or made to fail, written against the shared Engine contract.
 
 Run as a script (`python tests/edge_standin.py edge run --config F`), it is `ssum` with the
-daemon's engine replaced by the stand-in (for subprocess tests while edge.tiling and
-edge.backends are not available); $STANDIN_DELAY_S slows each inference call down.
+daemon's engine replaced by the stand-in ($STANDIN_DELAY_S slows each inference call down), for
+the subprocess test that needs a daemon slower than its stream.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import threading
@@ -19,11 +18,6 @@ import numpy as np
 
 from edge.imageio import to_float01
 from edge.pipeline import Engine
-
-
-def real_modules_available() -> bool:
-    names = ("edge.tiling", "edge.backends", "edge.preprocess", "tiny_bundle")
-    return all(importlib.util.find_spec(n) is not None for n in names)
 
 
 class GridTiler:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -11,6 +9,7 @@ from scipy.signal import fftconvolve
 
 from trainer.evaluation import baselines
 from trainer.evaluation.metrics import psnr
+from trainer.sim.optics import optical_psf
 
 
 def _bars(size: int = 96) -> np.ndarray:
@@ -39,29 +38,16 @@ def test_affine_oracle_inverts_a_linear_map_and_clips() -> None:
         baselines.oracle_affine(osr, None)
 
 
-def test_gaussian_psf_has_the_requested_fwhm() -> None:
-    psf = baselines.gaussian_psf(pixel_size_nm=10.0, fwhm_nm=80.0)
-    assert psf.sum() == pytest.approx(1.0, abs=1e-5)
-    x = np.arange(psf.shape[0]) - psf.shape[0] // 2
-    variance = float(np.sum(psf.sum(axis=0) * x**2))
-    assert 2.3548 * np.sqrt(variance) * 10.0 == pytest.approx(80.0, rel=0.02)
-
-
-def test_matched_psf_prefers_the_simulator_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trainer.sim.optics import optical_psf
-
+def test_matched_psf_is_the_simulators_normalised_optical_psf() -> None:
     psf, source = baselines.matched_psf(10.0)
     assert source == "trainer.sim.optics.optical_psf"
     np.testing.assert_array_equal(psf, optical_psf(10.0))
-    monkeypatch.setitem(sys.modules, "trainer.sim.optics", None)  # import now fails
-    psf, source = baselines.matched_psf(10.0, fwhm_nm=60.0)
-    assert source == "gaussian-60nm"
-    np.testing.assert_array_equal(psf, baselines.gaussian_psf(10.0, 60.0))
+    assert psf.sum() == pytest.approx(1.0, abs=1e-5) and psf.shape[0] % 2 == 1
 
 
 def test_richardson_lucy_sharpens_a_blurred_image() -> None:
     truth = _bars()
-    psf = baselines.gaussian_psf(10.0, 80.0)
+    psf, _ = baselines.matched_psf(10.0)
     blurred = fftconvolve(np.pad(truth, 20, mode="reflect"), psf, mode="same")[20:-20, 20:-20]
     restored = baselines.richardson_lucy(blurred.astype(np.float32), psf, iterations=30)
     assert restored.shape == truth.shape and restored.dtype == np.float32

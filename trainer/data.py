@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from edge.errors import UserError
 from edge.imageio import list_images, read_image
+from edge.preprocess import PreprocessParams, preprocess
 from trainer.augment import apply_transform, center_crop, draw_transform
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ class PairSet:
 
 def default_preprocessing() -> tuple[Any, dict[str, Any]]:
     """The shared preprocessing function and its (identity) parameters as a dict."""
-    try:
-        from edge.preprocess import PreprocessParams, preprocess
-    except ImportError:
-        log.warning("edge.preprocess is not available; training on unpreprocessed images")
-        return None, {}
     params = PreprocessParams()
     return (lambda image: preprocess(image, params)), params.to_dict()
 

@@ -9,7 +9,6 @@ uninterrupted one on the same device and thread count.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
@@ -34,6 +33,7 @@ from trainer.data import (
     to_model_range,
     validation_images,
 )
+from trainer.evaluation.harness import evaluate_arrays
 from trainer.losses import ImagePool
 from trainer.models import build_discriminator, build_generator, init_weights
 from trainer.presets import TrainConfig
@@ -80,16 +80,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _psnr(pred: np.ndarray, ref: np.ndarray) -> float:
     mse = float(np.mean((pred.astype(np.float64) - ref) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
-
-
-@functools.cache
-def _harness() -> Any:
-    try:
-        from trainer.evaluation.harness import evaluate_arrays
-    except ImportError:
-        log.warning("trainer.evaluation.harness is not available; validating with PSNR only")
-        return None
-    return evaluate_arrays
 
 
 class Trainer:
@@ -262,18 +252,17 @@ class Trainer:
 
     def validate(self) -> tuple[dict[str, float], float]:
         """Mean validation metrics over the held-out pairs, and the score that picks best.pt
-        (the harness's PSNR when it reports one, else the trainer's own PSNR)."""
+        (the evaluation harness's PSNR)."""
         images = validation_images(self.val_pairs)
         if not images:
             return {}, -float(self.epoch)  # no held-out data: the latest epoch is "best"
-        harness, rows = _harness(), []
+        rows = []
         for i, (_, osr, sem) in enumerate(images):
             pred = self.predict(osr)
             row = {"psnr_db": _psnr(pred, sem), "psnr_input_db": _psnr(osr, sem)}
-            if harness is not None:
-                extra = harness(pred, osr, sem, self.cfg.pixel_size_nm)
-                row.update({f"h_{k}": float(v) for k, v in extra.items()
-                            if isinstance(v, (int, float)) and np.isfinite(v)})
+            extra = evaluate_arrays(pred, osr, sem, self.cfg.pixel_size_nm)
+            row.update({f"h_{k}": float(v) for k, v in extra.items()
+                        if isinstance(v, (int, float)) and np.isfinite(v)})
             rows.append(row)
             if i == 0 and self.writer is not None and self.epoch % self.cfg.sample_every == 0:
                 self.writer.add_image("val/osr_pred_sem", np.concatenate([osr, pred, sem], 1),
@@ -281,7 +270,7 @@ class Trainer:
         keys = set.intersection(*[set(r) for r in rows])
         metrics = {k: float(np.mean([r[k] for r in rows])) for k in sorted(keys)}
         self._log_scalars("val", metrics)
-        score = metrics.get("h_psnr_db", metrics.get("h_psnr", metrics["psnr_db"]))
+        score = metrics.get("h_psnr", metrics["psnr_db"])
         return metrics, score
 
 

@@ -5,7 +5,6 @@ upper bound for any purely global intensity mapping, not a deployable method."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,10 +12,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from trainer.evaluation.metrics import affine_intensity_fit
-
-log = logging.getLogger(__name__)
-
-DEFAULT_FWHM_NM = 80.0
+from trainer.sim.optics import optical_psf
 
 
 def identity(osr: np.ndarray, ref: np.ndarray | None = None, **params: Any) -> np.ndarray:
@@ -33,24 +29,8 @@ def oracle_affine(osr: np.ndarray, ref: np.ndarray | None = None, **params: Any)
     return np.clip(a * osr.astype(np.float32) + b, 0.0, 1.0).astype(np.float32)
 
 
-def gaussian_psf(pixel_size_nm: float, fwhm_nm: float = DEFAULT_FWHM_NM) -> np.ndarray:
-    """Normalised Gaussian PSF of the given FWHM (odd size, +-4 sigma)."""
-    sigma = fwhm_nm / (2.0 * np.sqrt(2.0 * np.log(2.0))) / pixel_size_nm
-    radius = max(1, int(np.ceil(4.0 * sigma)))
-    x = np.arange(-radius, radius + 1)
-    g = np.exp(-(x**2) / (2.0 * sigma**2))
-    psf = np.outer(g, g)
-    return (psf / psf.sum()).astype(np.float32)
-
-
-def matched_psf(pixel_size_nm: float, fwhm_nm: float = DEFAULT_FWHM_NM) -> tuple[np.ndarray, str]:
-    """The simulator's optical PSF when trainer.sim is available, else a Gaussian of `fwhm_nm`.
-    Returns (psf, source) with source "trainer.sim.optics.optical_psf" or "gaussian-<fwhm>nm"."""
-    try:
-        from trainer.sim.optics import optical_psf
-    except ImportError:
-        log.info("trainer.sim.optics not available: Gaussian PSF of FWHM %g nm", fwhm_nm)
-        return gaussian_psf(pixel_size_nm, fwhm_nm), f"gaussian-{fwhm_nm:g}nm"
+def matched_psf(pixel_size_nm: float) -> tuple[np.ndarray, str]:
+    """The simulator's optical PSF (the blur the test pairs were made with) and its name."""
     return optical_psf(pixel_size_nm), "trainer.sim.optics.optical_psf"
 
 
@@ -67,9 +47,9 @@ def richardson_lucy(osr: np.ndarray, psf: np.ndarray, iterations: int = 30) -> n
 
 
 def rl_baseline(osr: np.ndarray, ref: np.ndarray | None = None, pixel_size_nm: float = 10.0,
-                iterations: int = 30, fwhm_nm: float = DEFAULT_FWHM_NM, **params: Any) -> np.ndarray:
+                iterations: int = 30, **params: Any) -> np.ndarray:
     """Richardson-Lucy with the matched PSF (see matched_psf)."""
-    psf, _ = matched_psf(pixel_size_nm, fwhm_nm)
+    psf, _ = matched_psf(pixel_size_nm)
     return richardson_lucy(osr, psf, iterations)
 
 
