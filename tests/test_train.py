@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -42,6 +43,34 @@ def test_pix2pix_losses_finite_and_falling(tmp_path, pairs):
     history = _fixed_batch_losses(tmp_path, pairs, "pix2pix")
     assert all(math.isfinite(v) for row in history for v in row.values())
     assert history[-1]["paired"] < 0.7 * history[0]["paired"]
+
+
+def _norm_statistics(net):
+    return {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+
+
+def test_cyclegan_keeps_each_generators_norm_statistics_to_its_own_domain(tmp_path, pairs):
+    """After a step, g_ab's BatchNorm statistics are those of one pass over the real OSR batch
+    and g_ba's of one pass over the real SEM batch: the cycle and identity passes, which feed
+    them generated and other-domain images, leave the statistics used at inference alone."""
+    cfg = preset("tiny", pool_size=0)
+    trainer = Trainer(cfg, pairs, tmp_path / "run")
+    batch = {k: torch.stack([trainer.dataset[i][k] for i in range(2)]) for k in
+             ("osr", "sem", "sem_paired")}
+    g_ab, g_ba = (copy.deepcopy(trainer.raw[k]).train() for k in ("g_ab", "g_ba"))
+    before = _norm_statistics(g_ab)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        g_ab(batch["osr"]), g_ba(batch["sem"])
+    torch.manual_seed(11)
+    cyclegan_step(trainer.nets, trainer.optims, trainer.pools, batch, cfg)
+    for reference, trained in ((g_ab, trainer.raw["g_ab"]), (g_ba, trainer.raw["g_ba"])):
+        expected, got = _norm_statistics(reference), _norm_statistics(trained)
+        for name in expected:
+            assert torch.allclose(got[name].float(), expected[name].float()), name
+    assert not torch.allclose(before["head.1.running_mean"], _norm_statistics(g_ab)["head.1.running_mean"])
+    assert all(m.momentum == 0.1 for m in trainer.raw["g_ab"].modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def _final_state(run):

@@ -72,7 +72,7 @@ PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     # The shipped model (models/default), trained on CPU: the paper's generator and
     # discriminators, 128 px crops, batch 4, fewer epochs, and the shift-tolerant paired term.
-    "default": TrainConfig(crop=128, batch_size=4, epochs=24, paired_loss="shift-l1",
+    "default": TrainConfig(crop=128, batch_size=4, epochs=36, paired_loss="shift-l1",
                            lambda_paired=50.0, val_every=4),
     # Tests: a few maps, one residual block, 32 px crops.
     "tiny": TrainConfig(gen_maps=8, gen_blocks=1, disc_maps=8, disc_layers=2, crop=32,

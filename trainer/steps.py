@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,6 +20,25 @@ def _set_requires_grad(modules: list[nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+@contextmanager
+def frozen_norm_statistics(*modules: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave every BatchNorm's running statistics as they are.
+
+    Normalisation still uses the batch's own statistics (train mode), so losses and gradients
+    are unchanged; only the statistics kept for inference are not updated.
+    """
+    norms = [m for module in modules for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
 def _paired(cfg: Any, name: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return paired_loss(name, prediction, target, cfg.shift_px, cfg.blur_sigma)
 
@@ -26,13 +46,20 @@ def _paired(cfg: Any, name: str, prediction: torch.Tensor, target: torch.Tensor)
 def cyclegan_step(nets: dict[str, nn.Module], optims: Mapping[str, torch.optim.Optimizer],
                   pools: dict[str, ImagePool], batch: dict[str, torch.Tensor],
                   cfg: Any) -> dict[str, float]:
-    """A = OSR, B = SEM. g_ab: OSR -> SEM (the shipped generator), g_ba: SEM -> OSR."""
+    """A = OSR, B = SEM. g_ab: OSR -> SEM (the shipped generator), g_ba: SEM -> OSR.
+
+    Each generator's BatchNorm running statistics are estimated only on its own domain's real
+    images (g_ab on OSR, g_ba on SEM): the cycle and identity passes feed it generated images
+    and images of the other domain, whose statistics would otherwise be mixed into the ones
+    used at inference.
+    """
     real_a, real_b = batch["osr"], batch["sem"]
     g_ab, g_ba, d_a, d_b = nets["g_ab"], nets["g_ba"], nets["d_a"], nets["d_b"]
     discriminators = [d_a, d_b]
 
     fake_b, fake_a = g_ab(real_a), g_ba(real_b)
-    rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
+    with frozen_norm_statistics(g_ab, g_ba):
+        rec_a, rec_b = g_ba(fake_b), g_ab(fake_a)
     _set_requires_grad(discriminators, False)
     losses = {
         "g_gan_ab": gan_loss(unwrap(d_b)(fake_b), True),
@@ -42,8 +69,9 @@ def cyclegan_step(nets: dict[str, nn.Module], optims: Mapping[str, torch.optim.O
     }
     if cfg.lambda_identity > 0:
         weight = cfg.lambda_cycle * cfg.lambda_identity
-        losses["idt_a"] = F.l1_loss(g_ab(real_b), real_b) * weight
-        losses["idt_b"] = F.l1_loss(g_ba(real_a), real_a) * weight
+        with frozen_norm_statistics(g_ab, g_ba):
+            losses["idt_a"] = F.l1_loss(g_ab(real_b), real_b) * weight
+            losses["idt_b"] = F.l1_loss(g_ba(real_a), real_a) * weight
     if cfg.paired_loss != "none":
         losses["paired"] = _paired(cfg, cfg.paired_loss, fake_b, batch["sem_paired"]) \
             * cfg.lambda_paired
