@@ -20,12 +20,16 @@ def pairs(tmp_path_factory):
     return write_toy_pairs(tmp_path_factory.mktemp("pairs"), n=6, size=48, seed=3)
 
 
+def _fixed_batch(trainer):
+    trainer.dataset.set_epoch(0)
+    return {k: torch.stack([trainer.dataset[i][k] for i in range(2)]) for k in
+            ("osr", "sem", "sem_paired")}
+
+
 def _fixed_batch_losses(tmp_path, pairs, model, steps=25):
     cfg = preset("tiny", model=model, pool_size=0)
     trainer = Trainer(cfg, pairs, tmp_path / model)
-    trainer.dataset.set_epoch(0)
-    batch = {k: torch.stack([trainer.dataset[i][k] for i in range(2)]) for k in
-             ("osr", "sem", "sem_paired")}
+    batch = _fixed_batch(trainer)
     step = cyclegan_step if model == "cyclegan" else pix2pix_step
     for net in trainer.nets.values():
         net.train()
@@ -55,8 +59,7 @@ def test_cyclegan_keeps_each_generators_norm_statistics_to_its_own_domain(tmp_pa
     them generated and other-domain images, leave the statistics used at inference alone."""
     cfg = preset("tiny", pool_size=0)
     trainer = Trainer(cfg, pairs, tmp_path / "run")
-    batch = {k: torch.stack([trainer.dataset[i][k] for i in range(2)]) for k in
-             ("osr", "sem", "sem_paired")}
+    batch = _fixed_batch(trainer)
     g_ab, g_ba = (copy.deepcopy(trainer.raw[k]).train() for k in ("g_ab", "g_ba"))
     before = _norm_statistics(g_ab)
     torch.manual_seed(11)
@@ -68,7 +71,8 @@ def test_cyclegan_keeps_each_generators_norm_statistics_to_its_own_domain(tmp_pa
         expected, got = _norm_statistics(reference), _norm_statistics(trained)
         for name in expected:
             assert torch.allclose(got[name].float(), expected[name].float()), name
-    assert not torch.allclose(before["head.1.running_mean"], _norm_statistics(g_ab)["head.1.running_mean"])
+    moved = _norm_statistics(g_ab)["head.1.running_mean"]
+    assert not torch.allclose(before["head.1.running_mean"], moved)
     assert all(m.momentum == 0.1 for m in trainer.raw["g_ab"].modules()
                if isinstance(m, torch.nn.BatchNorm2d))
 
