@@ -22,11 +22,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_int8.py
 
 typecheck: $(STAMP)
-	$(BIN)/mypy edge calibration trainer
+	$(BIN)/mypy edge calibration trainer ssum
 	bash tools/trt_typecheck.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge trainer calibration tests bench
+	$(BIN)/ruff check edge trainer calibration ssum tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

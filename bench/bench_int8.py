@@ -22,12 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from run import machine
+from run import machine, relative
 
-from edge.backends import load_backend
-from edge.bundle import default_bundle_path, load_bundle
-from edge.imageio import list_images, read_image
-from edge.tiling import Tiler, convert_image
+from edge.imaging.imageio import list_images, read_image
+from edge.inference.bundle import default_bundle_path, load_bundle
+from edge.inference.converter import Converter, ConverterSettings
 from trainer.evaluation.metrics import psnr
 
 
@@ -41,9 +40,8 @@ def patches_per_s(backend, batch: np.ndarray, repeats: int) -> float:
     return len(batch) / statistics.median(times)
 
 
-def mean_psnr(backend, tiler: Tiler, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    return float(np.mean([psnr(np.clip(convert_image(osr, backend, tiler), 0, 1), sem)
-                          for osr, sem in pairs]))
+def mean_psnr(converter: Converter, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    return float(np.mean([psnr(np.clip(converter.convert(osr), 0, 1), sem) for osr, sem in pairs]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle or default_bundle_path())
-    io = bundle.io
-    tiler = Tiler(int(io["patch_size"]), int(io["overlap"]), int(io["spatial_multiple"]))
+    patch_size = int(bundle.io["patch_size"])
     if not (args.data / "osr").is_dir():
         from trainer.sim.pairs import write_pairs
 
@@ -69,16 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     names = [p.name for p in list_images(args.data / "osr")][: args.pairs]
     pairs = [(read_image(args.data / "osr" / n), read_image(args.data / "sem" / n)) for n in names]
     rng = np.random.default_rng(0)
-    batch = rng.random((args.batch, 1, tiler.patch_size, tiler.patch_size), dtype=np.float32)
+    batch = rng.random((args.batch, 1, patch_size, patch_size), dtype=np.float32)
     results = {}
     for precision in ("fp32", "int8", "fp16"):
         if not any(m.kind == "onnx" and m.precision == precision for m in bundle.models()):
             print(f"{precision}: not in the bundle (run ssum calibrate)")
             continue
-        backend = load_backend(bundle, "onnxruntime", precision, threads=args.threads or None)
-        results[precision] = {"patches_per_s": patches_per_s(backend, batch, args.repeats),
-                              "psnr_sem_db": mean_psnr(backend, tiler, pairs)}
-        backend.close()
+        settings = ConverterSettings(precision=precision, threads=args.threads)
+        with Converter.from_bundle(bundle, settings) as converter:
+            results[precision] = {
+                "patches_per_s": patches_per_s(converter.backend, batch, args.repeats),
+                "psnr_sem_db": mean_psnr(converter, pairs)}
         print(f"{precision}: {results[precision]['patches_per_s']:.2f} patches/s, "
               f"PSNR to SEM {results[precision]['psnr_sem_db']:.3f} dB")
     if "int8" in results:
@@ -91,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
               "(target <= 0.2)")
     report = {"benchmark": "int8_cpu", "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "command": "python bench/bench_int8.py " + " ".join(argv or sys.argv[1:]),
-              "machine": machine(), "bundle": str(bundle.path), "patch_size": tiler.patch_size,
+              "machine": machine(), "bundle": relative(bundle.path), "patch_size": patch_size,
               "batch": args.batch, "repeats": args.repeats, "threads": args.threads,
-              "pairs": names, "data": str(args.data), "results": results}
+              "pairs": names, "data": relative(args.data), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -30,12 +30,18 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.bundle import default_bundle_path, load_bundle
-from edge.config import load_config
-from edge.daemon import build_engine
-from edge.pipeline import Engine
+from edge.inference.bundle import default_bundle_path, load_bundle
+from edge.inference.converter import Converter
 from edge.protocol import decode_message, encode_tile
-from edge.supervise import NotifyListener, free_port, start_daemon, stop_daemon
+from edge.serve.config import load_config
+from edge.serve.daemon import load_converter
+from edge.tools.supervise import NotifyListener, free_port, start_daemon, stop_daemon
+
+
+def relative(path: Path) -> str:
+    """A path as the results record it: relative to the repository when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
 def machine() -> dict[str, Any]:
@@ -79,7 +85,7 @@ def write_config(path: Path, bundle: Path, ports: dict[str, int], threads: int, 
     return path
 
 
-def bench_backend(engine: Engine, tiles: list[np.ndarray], max_batch: int) -> dict[str, float]:
+def bench_backend(engine: Converter, tiles: list[np.ndarray], max_batch: int) -> dict[str, float]:
     """Inference alone over every tile's patches, batched across tiles like the daemon."""
     patches = np.concatenate([engine.tiler.split(engine.prepare(t))[0] for t in tiles])
     engine.backend.infer(patches[:max_batch])  # warm-up
@@ -91,7 +97,7 @@ def bench_backend(engine: Engine, tiles: list[np.ndarray], max_batch: int) -> di
             "seconds": elapsed}
 
 
-def convert_in_process(engine: Engine, tile: np.ndarray, max_batch: int) -> float:
+def convert_in_process(engine: Converter, tile: np.ndarray, max_batch: int) -> float:
     """Seconds to convert one tile in process: preprocess, split, infer, merge."""
     start = time.perf_counter()
     patches, plan = engine.tiler.split(engine.prepare(tile))
@@ -196,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ssum-bench-config-") as tmp:
         config = write_config(Path(tmp) / "edge.toml", bundle, ports, args.threads,
                               args.max_batch, args.window)
-        engine, labels = build_engine(load_config(config))
+        engine = load_converter(load_config(config))
+        labels = engine.model_info
         backend = bench_backend(engine, tiles, args.max_batch)
         compute_ms = [1000 * convert_in_process(engine, tiles[i % len(tiles)], args.max_batch)
                       for i in range(args.latency_tiles)]
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "daemon_vs_backend", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench (python bench/run.py " + " ".join(argv or sys.argv[1:]) + ")",
-        "machine": machine(), "model": labels, "bundle": str(bundle),
+        "machine": machine(), "model": labels, "bundle": relative(bundle),
         "tile_px": args.tile, "tiles": args.tiles, "max_batch": args.max_batch,
         "threads": args.threads, "window": args.window,
         "backend_tiles_per_s": backend["tiles_per_s"], "patches_per_tile": backend["patches_per_tile"],

@@ -1,6 +1,6 @@
 """The quality gate: a quantized variant must stay within a PSNR budget of the FP32 model.
 
-Every variant converts the held-out OSR images through the serving path (tiler + ONNX Runtime)
+Every variant converts the held-out OSR images through the serving path (the bundle's converter)
 and is scored by the evaluation harness against the SEM reference; its loss is the FP32 model's
 mean PSNR to the SEM minus the variant's. PSNR to the FP32 output is reported too.
 """
@@ -13,19 +13,19 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.tiling import Tiler, convert_image
+from edge.inference.bundle import Bundle
+from edge.inference.converter import Converter, ConverterSettings
 from trainer.evaluation.harness import evaluate_arrays
 from trainer.evaluation.metrics import psnr
 
 
-def convert_holdout(model_path: Path, holdout: list[tuple[str, np.ndarray, np.ndarray]],
-                    tiler: Tiler, threads: int | None = None) -> list[np.ndarray]:
-    backend = OnnxRuntimeBackend(model_path, threads=threads)
-    try:
-        return [convert_image(osr, backend, tiler) for _, osr, _ in holdout]
-    finally:
-        backend.close()
+def convert_holdout(bundle: Bundle, model_path: Path,
+                    holdout: list[tuple[str, np.ndarray, np.ndarray]],
+                    threads: int = 0) -> list[np.ndarray]:
+    """The held-out OSR images converted by the bundle's serving path with this ONNX file."""
+    settings = ConverterSettings(threads=threads, model_file=model_path)
+    with Converter.from_bundle(bundle, settings) as converter:
+        return [converter.convert(osr) for _, osr, _ in holdout]
 
 
 def score(outputs: list[np.ndarray], holdout: list[tuple[str, np.ndarray, np.ndarray]],

@@ -126,11 +126,11 @@ class CurveServer:
         self, context: zmq.Context, secret_key_file: Path, authorized_clients_dir: Path
     ) -> None:
         self._public, self._secret = load_secret_pair(secret_key_file)
-        self._clients_dir = Path(authorized_clients_dir)
-        clients = authorized_keys(self._clients_dir)
+        clients_dir = Path(authorized_clients_dir)
+        clients = authorized_keys(clients_dir)
         if not clients:
             log.warning(
-                "no *.key files in %s: every CURVE client will be refused", self._clients_dir
+                "no *.key files in %s: every CURVE client will be refused", clients_dir
             )
         self._context = context
         self.domain = f"ssum-edge-{next(_domain_ids)}"
@@ -144,7 +144,7 @@ class CurveServer:
             shared.authenticator.certs[self.domain] = clients
         self._stopped = False
         log.info(
-            "CURVE server: %d authorized client key(s) from %s", len(clients), self._clients_dir
+            "CURVE server: %d authorized client key(s) from %s", len(clients), clients_dir
         )
 
     def apply(self, socket: zmq.Socket) -> None:
@@ -153,14 +153,6 @@ class CurveServer:
         socket.curve_secretkey = self._secret
         socket.curve_publickey = self._public
         socket.curve_server = True
-
-    def reload(self) -> int:
-        """Re-read the authorized-clients directory (after adding or removing keys)."""
-        clients = authorized_keys(self._clients_dir)
-        with _shared_lock:
-            _shared[id(self._context)].authenticator.certs[self.domain] = clients
-        log.info("CURVE server: reloaded %d authorized client key(s)", len(clients))
-        return len(clients)
 
     def stop(self) -> None:
         """Stop authenticating; the shared ZAP thread stops with its last server."""

@@ -8,16 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-from tiny_bundle import make_tiny_bundle
 
-from edge.backends import load_backend
-from edge.bundle import load_bundle
 from edge.errors import UserError
+from edge.inference.backends import load_backend
+from edge.inference.bundle import load_bundle
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("backends") / "bundle"))
+def bundle(tiny_bundle_source):
+    return load_bundle(tiny_bundle_source)
 
 
 def test_onnxruntime_and_torch_backends_agree(bundle):
@@ -32,7 +31,7 @@ def test_onnxruntime_and_torch_backends_agree(bundle):
 
 
 def test_tensorrt_absent_falls_back_to_onnxruntime_with_a_warning(bundle, caplog):
-    with caplog.at_level(logging.WARNING, logger="edge.backends"):
+    with caplog.at_level(logging.WARNING, logger="edge.inference.backends"):
         backend = load_backend(bundle, "tensorrt", "fp16")
     assert (backend.name, backend.precision, backend.fallback_from) == ("onnxruntime", "fp32", "tensorrt")
     assert "falling back to ONNX Runtime" in caplog.text
@@ -51,6 +50,6 @@ def test_bad_input_and_missing_variants_are_clear_errors(bundle):
 
 
 def test_the_edge_never_imports_torch_unless_asked():
-    code = ("import sys, edge.backends, edge.tiling, edge.daemon, edge.convert, edge.preprocess; "
+    code = ("import sys, edge.inference.backends, edge.inference.tiling, edge.serve.daemon, edge.tools.convert, edge.inference.preprocess; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

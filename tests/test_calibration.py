@@ -12,11 +12,11 @@ import zmq
 from onnx import numpy_helper
 from tiny_bundle import make_tiny_bundle
 
-from edge.backends import load_backend
-from edge.bundle import load_bundle
-from edge.cli import main
+from edge.inference.backends import load_backend
+from edge.inference.bundle import load_bundle
 from edge.protocol import decode_message, encode_tile
-from edge.supervise import NotifyListener, free_port, start_daemon, stop_daemon
+from edge.tools.supervise import NotifyListener, free_port, start_daemon, stop_daemon
+from ssum.cli import main
 from trainer.evaluation.metrics import psnr
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import main as cli_main
-from edge.config import EdgeConfig, build_config, load_config, to_toml
 from edge.errors import UserError
+from edge.serve.config import EdgeConfig, build_config, load_config, to_toml
+from ssum.cli import main as cli_main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "edge.example.toml"
 

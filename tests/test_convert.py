@@ -6,18 +6,17 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from tiny_bundle import make_tiny_bundle
 
-from edge.backends import load_backend
-from edge.bundle import load_bundle
-from edge.cli import main
-from edge.imageio import read_image
-from edge.tiling import Tiler, convert_image
+from edge.imaging.imageio import read_image
+from edge.inference.backends import load_backend
+from edge.inference.bundle import load_bundle
+from edge.inference.tiling import Tiler, convert_image
+from ssum.cli import main
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return make_tiny_bundle(tmp_path_factory.mktemp("convert") / "bundle")
+def bundle(tiny_bundle_source):
+    return tiny_bundle_source
 
 
 def test_converts_8_and_16_bit_files_of_any_size(bundle, tmp_path, capsys):

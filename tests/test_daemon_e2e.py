@@ -1,8 +1,8 @@
 """The daemon end to end: real ZeroMQ sockets on 127.0.0.1, in-process daemons and a subprocess.
 
 The model is the tiny bundle (tests/tiny_bundle.py) through the real tiling, backends and
-preprocessing; tests that need a controllable engine (slow, two daemons) use the stand-in of
-tests/edge_standin.py.
+preprocessing; tests that need a controllable converter (slow, two daemons) use the fake one of
+tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -16,49 +16,23 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
-from edge_standin import (
-    Engine,
-    GridTiler,
-    InvertBackend,
-    standin_engine,
-)
-from prometheus_client.parser import text_string_to_metric_families
+from helpers import endpoint, fake_converter, raw_tiles
+from helpers import tile_header as header
 
-from edge.config import build_config
-from edge.daemon import Daemon
-from edge.protocol import decode_message, encode_scan_end, encode_tile, to_wire_dtype
+from edge.imaging.mosaic import read_ome_pixel_size
+from edge.inference.converter import Converter, ConverterSettings
+from edge.protocol import encode_scan_end, encode_tile, to_wire_dtype
+from edge.serve.config import build_config
+from edge.serve.daemon import Daemon
+from edge.tools.supervise import fetch_metrics, scrape
 
 pytestmark = pytest.mark.timeout(180)
-TESTS = Path(__file__).resolve().parent
 TILE = 128
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def endpoint() -> str:
-    return f"tcp://127.0.0.1:{free_port()}"
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Counter totals (summed over labels) and the raw text of the metrics endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    totals: dict[str, float] = {"_text": text}  # type: ignore[dict-item]
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
 
 
 def wait_idle(port: int, received: int, timeout_s: float = 60) -> dict[str, float]:
@@ -75,87 +49,21 @@ def wait_idle(port: int, received: int, timeout_s: float = 60) -> dict[str, floa
         time.sleep(0.05)
 
 
-def header(scan_id: str, seq: int) -> dict:
-    return {"scan_id": scan_id, "seq": seq, "row": seq // 4, "col": seq % 4,
-            "x_nm": 1000.0 * (seq % 4), "y_nm": 1000.0 * (seq // 4), "pixel_size_nm": 10.0,
-            "t_capture": time.time()}
-
-
-def raw_tiles(n: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (TILE, TILE)).astype(np.uint8) for _ in range(n)]
-
-
 def config_for(inp: dict, out: dict, bundle: Path | None = None, **sections: dict):
     data = {"input": inp, "output": out, "metrics": {"port": 0},
             "model": {"bundle": str(bundle) if bundle else "", "threads": 1}, **sections}
     return build_config(data, "test")
 
 
-class Collector:
-    """A consumer thread: SUB (connect) or PULL (bind) on the daemon's output."""
-
-    def __init__(self, ctx: zmq.Context, address: str, kind: int) -> None:
-        self.socket = ctx.socket(kind)
-        if kind == zmq.SUB:
-            self.socket.setsockopt(zmq.SUBSCRIBE, b"")
-            self.socket.connect(address)
-        else:
-            self.socket.bind(address)
-        self.messages: list = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            if self.socket.poll(50):
-                self.messages.append(decode_message(self.socket.recv_multipart()))
-        self.socket.close(linger=0)
-
-    def wait_for(self, predicate, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate(self.messages):
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out; got {[(m.kind, m.header.get('seq')) for m in self.messages]}")
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-
-    def kinds(self, kind: str) -> list:
-        return [m for m in self.messages if m.kind == kind]
-
-
 @pytest.fixture()
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+def offline(tiny_bundle_source):
+    """Whole-tile conversion by the tiny bundle's converter, outside the daemon."""
+    with Converter.from_bundle(tiny_bundle_source, ConverterSettings(threads=1)) as converter:
+        yield converter.convert
 
 
-@pytest.fixture()
-def model(tmp_path):
-    """(bundle path or None, engine factory, offline conversion of a raw tile to float)."""
-    from tiny_bundle import make_tiny_bundle
-
-    from edge.daemon import build_engine
-    from edge.tiling import convert_image
-
-    bundle = make_tiny_bundle(tmp_path / "bundle", seed=0, with_torch_export=False)
-    config = config_for({"socket": "pull"}, {}, bundle)
-    engine, _ = build_engine(config)
-
-    def offline(raw: np.ndarray) -> np.ndarray:
-        return convert_image(engine.prepare(raw), engine.backend, engine.tiler, 8)
-
-    return bundle, None, offline
-
-
-def start(config, model) -> Daemon:
-    bundle, factory, _ = model
-    daemon = Daemon(config, engine=None if bundle else factory())
+def start(config) -> Daemon:
+    daemon = Daemon(config)
     daemon.start()
     return daemon
 
@@ -167,17 +75,18 @@ def assert_matches_offline(message, raw, offline) -> None:
     assert np.abs(message.image.astype(int) - expected).max() <= 1
 
 
-def test_a_replayed_scan_comes_back_converted_complete_and_in_order(tmp_path, ctx, model):
-    from edge.rig import replay_scan
-    from edge.scanfile import read_scan
+def test_a_replayed_scan_comes_back_converted_complete_and_in_order(tmp_path, ctx, collector,
+                                                                   tiny_bundle, offline):
+    from edge.tools.rig import replay_scan
+    from edge.tools.scanfile import read_scan
     from trainer.sim.scan import simulate_scan
 
     scan = simulate_scan(tmp_path / "scan", rows=2, cols=3, tile=TILE, overlap=16, seed=0)
     recording = read_scan(scan)
     rig, out = endpoint(), endpoint()
     daemon = start(config_for({"socket": "pull", "endpoint": rig}, {"endpoint": out},
-                              model[0], batching={"max_batch": 4}), model)
-    consumer = Collector(ctx, out, zmq.SUB)
+                              tiny_bundle, batching={"max_batch": 4}))
+    consumer = collector(out)
     try:
         time.sleep(0.5)  # the consumer's subscription reaches the daemon's PUB
         replay_scan(scan, rig, socket="push", bind=False, timeout_s=30, context=ctx)
@@ -185,7 +94,7 @@ def test_a_replayed_scan_comes_back_converted_complete_and_in_order(tmp_path, ct
         sem = consumer.kinds("sem")
         assert [m.header["seq"] for m in sem] == [t.seq for t in recording.tiles]
         for message, tile in zip(sem, recording.tiles, strict=True):
-            assert_matches_offline(message, recording.load_tile(tile), model[2])
+            assert_matches_offline(message, recording.load_tile(tile), offline)
         end = consumer.messages[-1]
         assert end.kind == "scan-end" and end.header["n_tiles"] == len(recording.tiles)
         assert end.header["converted"] == len(recording.tiles)
@@ -194,18 +103,19 @@ def test_a_replayed_scan_comes_back_converted_complete_and_in_order(tmp_path, ct
         assert metrics["ssum_edge_scans_completed_total"] == 1
         if shutil.which("promtool"):
             check = subprocess.run(["promtool", "check", "metrics"], capture_output=True,
-                                   input=metrics["_text"].encode(), timeout=30, check=False)
+                                   input=fetch_metrics(daemon.metrics_port).encode(), timeout=30,
+                                   check=False)
             assert check.returncode == 0, check.stdout + check.stderr
     finally:
-        consumer.close()
         daemon.stop()
 
 
-def test_malformed_messages_get_errors_while_good_tiles_flow(ctx, model):
+def test_malformed_messages_get_errors_while_good_tiles_flow(ctx, collector, tiny_bundle,
+                                                             offline):
     rig, out = endpoint(), endpoint()
     daemon = start(config_for({"socket": "pull", "endpoint": rig}, {"endpoint": out},
-                              model[0], limits={"max_width": 256}), model)
-    consumer = Collector(ctx, out, zmq.SUB)
+                              tiny_bundle, limits={"max_width": 256}))
+    consumer = collector(out)
     push = ctx.socket(zmq.PUSH)
     push.connect(rig)
     raws = raw_tiles(3)
@@ -238,26 +148,24 @@ def test_malformed_messages_get_errors_while_good_tiles_flow(ctx, model):
         sem = consumer.kinds("sem")
         assert [m.header["seq"] for m in sem] == [0, 1, 2]
         for message, raw in zip(sem, raws, strict=True):
-            assert_matches_offline(message, raw, model[2])
+            assert_matches_offline(message, raw, offline)
         metrics = wait_idle(daemon.metrics_port, 3 + len(bad))
         assert metrics["ssum_edge_tiles_rejected_total"] == len(bad)
         assert metrics["ssum_edge_tiles_converted_total"] == 3
     finally:
         push.close(linger=0)
-        consumer.close()
         daemon.stop()
 
 
-def test_sequence_gaps_are_counted_on_sub_input(ctx, model):
-    from edge.rig import wait_for_subscribers
+def test_sequence_gaps_are_counted_on_sub_input(ctx, collector, tiny_bundle):
+    from edge.tools.rig import wait_for_subscribers
 
     rig, out = endpoint(), endpoint()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.XPUB_VERBOSE, 1)
     pub.bind(rig)
-    daemon = start(config_for({"socket": "sub", "endpoint": rig}, {"endpoint": out},
-                              model[0]), model)
-    consumer = Collector(ctx, out, zmq.SUB)
+    daemon = start(config_for({"socket": "sub", "endpoint": rig}, {"endpoint": out}, tiny_bundle))
+    consumer = collector(out)
     try:
         wait_for_subscribers(pub, b"tile/g", 1, 30)
         time.sleep(0.5)
@@ -272,18 +180,17 @@ def test_sequence_gaps_are_counted_on_sub_input(ctx, model):
         assert wait_idle(daemon.metrics_port, 5)["ssum_edge_sequence_gaps_total"] == 5
     finally:
         pub.close(linger=0)
-        consumer.close()
         daemon.stop()
 
 
-def test_two_daemons_pull_from_one_push_and_every_tile_arrives_once(ctx):
+def test_two_daemons_pull_from_one_push_and_every_tile_arrives_once(ctx, collector):
     rig, out = endpoint(), endpoint()
     push = ctx.socket(zmq.PUSH)
     push.bind(rig)
-    consumer = Collector(ctx, out, zmq.PULL)
+    consumer = collector(out, zmq.PULL)
     config = config_for({"socket": "pull", "endpoint": rig, "mode": "connect"},
                         {"socket": "push", "endpoint": out, "mode": "connect"})
-    daemons = [Daemon(config, engine=standin_engine()) for _ in range(2)]
+    daemons = [Daemon(config, converter=fake_converter()) for _ in range(2)]
     for daemon in daemons:
         daemon.start()
     try:
@@ -300,23 +207,22 @@ def test_two_daemons_pull_from_one_push_and_every_tile_arrives_once(ctx):
         assert sum(shares) == n and min(shares) > 0
     finally:
         push.close(linger=0)
-        consumer.close()
         for daemon in daemons:
             daemon.stop()
 
 
 def test_drop_oldest_under_overload_on_sub_counts_drops(ctx):
-    from edge.rig import wait_for_subscribers
+    from edge.tools.rig import wait_for_subscribers
 
     rig, out = endpoint(), endpoint()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.XPUB_VERBOSE, 1)
     pub.bind(rig)
-    slow = Engine(InvertBackend(delay_s=0.05), GridTiler(TILE), standin_engine().prepare, "slow")
+    slow = fake_converter(TILE, delay_s=0.05)
     config = config_for({"socket": "sub", "endpoint": rig}, {"endpoint": out},
                         queues={"capacity": 2}, batching={"max_batch": 1})
     assert config.overload_policy == "drop-oldest"
-    daemon = Daemon(config, engine=slow)
+    daemon = Daemon(config, converter=slow)
     daemon.start()
     try:
         wait_for_subscribers(pub, b"tile/d", 1, 30)
@@ -328,44 +234,43 @@ def test_drop_oldest_under_overload_on_sub_counts_drops(ctx):
         assert dropped > 0
         assert metrics["ssum_edge_tiles_converted_total"] + dropped == n
         assert f'ssum_edge_tiles_dropped_total{{reason="queue_full"}} {dropped}' in \
-            metrics["_text"]
+            fetch_metrics(daemon.metrics_port)
     finally:
         pub.close(linger=0)
         daemon.stop()
 
 
-def test_sigterm_mid_stream_loses_nothing_in_flight(tmp_path, ctx, model):
-    """A daemon subprocess (`ssum edge run`) PULLs a stream; SIGTERM; all it received comes out."""
+def test_sigterm_mid_stream_loses_nothing_in_flight(tmp_path, ctx, collector, tiny_bundle):
+    """A daemon subprocess (`ssum edge run`) PULLs a stream faster than it converts; SIGTERM;
+    everything it received comes out, in order."""
     rig, out = endpoint(), endpoint()
-    bundle = model[0]
     config = tmp_path / "edge.toml"
     config.write_text(
         f'[input]\nsocket = "pull"\nendpoint = "{rig}"\n'
         f'[output]\nsocket = "push"\nendpoint = "{out}"\nmode = "connect"\n'
-        f'[model]\nbundle = "{bundle or ""}"\nthreads = 1\n'
+        f'[model]\nbundle = "{tiny_bundle}"\nthreads = 1\n'
         '[metrics]\nport = 0\n[batching]\nmax_batch = 4\n'
     )
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
     notify.settimeout(60)
-    command = [sys.executable, "-m", "edge.cli"] if bundle else \
-        [sys.executable, str(TESTS / "edge_standin.py")]
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), PYTHONUNBUFFERED="1",
-               STANDIN_DELAY_S="0.01")  # the stand-in is slower than the stream: queues fill
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), PYTHONUNBUFFERED="1")
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([*command, "edge", "run", "--config", str(config)], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    consumer = Collector(ctx, out, zmq.PULL)
+        proc = subprocess.Popen([sys.executable, "-m", "ssum", "edge", "run", "--config",
+                                 str(config)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    consumer = collector(out, zmq.PULL)
     push = ctx.socket(zmq.PUSH)
     push.sndtimeo = 200
     push.connect(rig)
     stop_sending = threading.Event()
+    tiles = raw_tiles(200)  # sent every 10 ms; converting one takes about twice that
     try:
         assert b"READY=1" in notify.recv(4096).split(b"\n")
+
         def send_stream() -> None:  # a steady stream, until the daemon stops taking tiles
-            for seq, raw in enumerate(raw_tiles(200)):
+            for seq, raw in enumerate(tiles):
                 try:
                     push.send_multipart(encode_tile(header("t", seq), raw))
                 except zmq.Again:
@@ -385,7 +290,7 @@ def test_sigterm_mid_stream_loses_nothing_in_flight(tmp_path, ctx, model):
         received, converted, rejected, dropped = map(int, match.groups())
         assert received >= 10 and converted == received and rejected == dropped == 0
         in_flight = int(re.search(r"draining (\d+) item", text).group(1))
-        assert in_flight > 0 or bundle is not None, text
+        assert in_flight > 0, text
         consumer.wait_for(lambda ms: len(ms) >= received, 30)
         time.sleep(0.2)
         assert [m.header["seq"] for m in consumer.messages] == list(range(received))
@@ -404,44 +309,23 @@ def test_sigterm_mid_stream_loses_nothing_in_flight(tmp_path, ctx, model):
             proc.wait()
         notify.close()
         push.close(linger=0)
-        consumer.close()
 
 
-def test_mosaic_is_written_at_scan_end(tmp_path, ctx, monkeypatch):
-    import importlib.util
-    import types
+def test_mosaic_is_written_at_scan_end(tmp_path, ctx, collector):
+    import tifffile
 
-    written: list = []
-    if importlib.util.find_spec("edge.mosaic") is None:  # stand-in until edge/mosaic.py exists
-        fake = types.ModuleType("edge.mosaic")
-
-        class MosaicBuilder:
-            def __init__(self, pixel_size_nm, refine=False):
-                self.tiles = []
-
-            def add(self, image, x_nm, y_nm):
-                self.tiles.append((x_nm, y_nm, image.shape))
-
-            def render(self):
-                return np.zeros((8, 8), np.float32) + len(self.tiles)
-
-        def write_ome_tiff(path, image, pixel_size_nm, metadata=None):
-            written.append((path, float(image.max()), pixel_size_nm, metadata))
-            Path(path).write_bytes(b"stand-in")
-
-        fake.MosaicBuilder, fake.write_ome_tiff = MosaicBuilder, write_ome_tiff
-        monkeypatch.setitem(sys.modules, "edge.mosaic", fake)
     rig, out = endpoint(), endpoint()
     config = config_for({"socket": "pull", "endpoint": rig}, {"endpoint": out},
                         mosaic={"enabled": True, "directory": str(tmp_path / "mosaics")})
-    daemon = Daemon(config, engine=standin_engine())
+    daemon = Daemon(config, converter=fake_converter())
     daemon.start()
-    consumer = Collector(ctx, out, zmq.SUB)
+    consumer = collector(out)
     push = ctx.socket(zmq.PUSH)
     push.connect(rig)
+    raws = raw_tiles(4)
     try:
         time.sleep(0.5)
-        for seq, raw in enumerate(raw_tiles(4)):
+        for seq, raw in enumerate(raws):  # one row, 100 px apart: 28 px overlaps
             push.send_multipart(encode_tile(header("m", seq), raw))
         push.send_multipart(encode_scan_end("m", {"n_tiles": 4}))
         consumer.wait_for(lambda ms: any(m.kind == "scan-end" for m in ms))
@@ -449,13 +333,15 @@ def test_mosaic_is_written_at_scan_end(tmp_path, ctx, monkeypatch):
         deadline = time.monotonic() + 10
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert path.is_file()
-        if written:
-            assert written[0][1:3] == (4.0, 10.0)
-            assert written[0][3]["converted"] == 4
+        mosaic = np.squeeze(tifffile.imread(path)).astype(np.float64) / 65535
+        assert mosaic.shape == (TILE, 300 + TILE)
+        assert read_ome_pixel_size(path) == 10.0
+        for seq in (0, 3):  # where one tile alone covers the mosaic it is that tile, converted
+            x = 100 * seq + (0 if seq == 0 else 28)
+            expected = 1 - raws[seq][:, x - 100 * seq : x - 100 * seq + 72] / 255
+            np.testing.assert_allclose(mosaic[:, x : x + 72], expected, atol=1e-4)
     finally:
         push.close(linger=0)
-        consumer.close()
         daemon.stop()
 
 
@@ -464,11 +350,11 @@ def test_an_endpoint_in_use_is_a_one_line_error_and_leaves_nothing_running():
 
     rig, out = endpoint(), endpoint()
     config = config_for({"socket": "pull", "endpoint": rig}, {"endpoint": out})
-    first = Daemon(config, engine=standin_engine())
+    first = Daemon(config, converter=fake_converter())
     first.start()
     try:
         second = Daemon(config_for({"socket": "pull", "endpoint": rig}, {"endpoint": endpoint()}),
-                        engine=standin_engine())
+                        converter=fake_converter())
         with pytest.raises(UserError, match="cannot bind"):
             second.start()
         assert second.wait(5)  # stopped itself

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.engine_cache import EngineCache, EngineKey, default_cache_dir
+from edge.inference.engine_cache import EngineCache, EngineKey, default_cache_dir
 
 KEY = EngineKey(model_sha256="a" * 64, gpu_name="NVIDIA H100", compute_capability="9.0",
                 tensorrt_version="10.13.0", precision="int8",

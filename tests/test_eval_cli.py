@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli import main
-from edge.imageio import read_image, write_png8, write_tiff16
+from edge.imaging.imageio import read_image, write_png8, write_tiff16
+from ssum.cli import main
 from trainer.evaluation import metrics
 from trainer.evaluation.harness import evaluate_arrays, evaluate_sets
 from trainer.sim.pairs import write_pairs
@@ -126,7 +126,7 @@ def test_register_scores_a_perfect_but_misregistered_prediction_as_near_perfect(
     scoring blames the misregistration on it, --register does not."""
     import cv2
 
-    from edge.imageio import write_tiff16
+    from edge.imaging.imageio import write_tiff16
     from trainer.evaluation.harness import evaluate_sets
     from trainer.sim.pairs import make_pair, pair_seed
 

@@ -6,9 +6,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edge.bundle import load_bundle
-from edge.cli import main
 from edge.errors import UserError
+from edge.inference.bundle import load_bundle
+from ssum.cli import main
 from trainer.export import export_bundle, measure_receptive_field, unit_range_model
 from trainer.presets import preset
 from trainer.toy import write_toy_pairs

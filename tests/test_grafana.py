@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from deploy_tree import run_script, staged_source
-from exported_metrics import exported_names, metric_names_in, source
+from exported_metrics import exported_names, metric_names_in
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "ssum-edge.json"
@@ -67,7 +67,7 @@ def test_every_query_uses_only_exported_metrics():
     for title, expr in _exprs():
         names = metric_names_in(expr)
         assert names, f"{title}: no metric in {expr}"
-        assert names <= exported, f"{title}: {names - exported} not exported ({source()})"
+        assert names <= exported, f"{title}: {names - exported} not exported"
 
 
 def test_dashboard_covers_the_required_views():

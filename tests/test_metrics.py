@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge import sdnotify
-from edge.metrics import LATENCY_BUCKETS, EdgeMetrics, serve
-from edge.nvml import register_gpu_metrics
 from edge.protocol import ErrorCode
+from edge.serve import sdnotify
+from edge.serve.metrics import LATENCY_BUCKETS, EdgeMetrics, serve
+from edge.serve.nvml import register_gpu_metrics
 
 CONTRACT = {
     "ssum_edge_tiles_received": ("counter", set()),

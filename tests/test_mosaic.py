@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.mosaic import MosaicBuilder, feather_weights, read_ome_pixel_size, write_ome_tiff
+from edge.imaging.mosaic import MosaicBuilder, feather_weights, read_ome_pixel_size, write_ome_tiff
 from trainer.evaluation.metrics import psnr
 
 TILE, STEP, PIXEL_NM = 160, 120, 10.0

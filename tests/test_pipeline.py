@@ -1,4 +1,4 @@
-"""The pipeline without sockets: a list sink, the stand-in engine (tests/edge_standin.py)."""
+"""The pipeline without sockets: a list sink, the fake converter of tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import time
 
 import numpy as np
 import pytest
-from edge_standin import GridTiler, InvertBackend, standin_engine, standin_offline
+from helpers import FAKE_LABEL, fake_converter, fake_offline
 
-from edge.metrics import EdgeMetrics
-from edge.pipeline import Engine, Pipeline, PipelineSettings
+from edge.inference.converter import Converter
 from edge.protocol import ErrorCode, decode_message, encode_scan_end, encode_tile
+from edge.serve.metrics import EdgeMetrics
+from edge.serve.pipeline import Pipeline, PipelineSettings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,9 +50,9 @@ def counter(metrics: EdgeMetrics, name: str, **labels: str) -> float:
     return metrics.counter_value(name, **labels)
 
 
-def run_pipeline(engine: Engine, messages: list[list[bytes]], **settings) -> tuple:
+def run_pipeline(converter: Converter, messages: list[list[bytes]], **settings) -> tuple:
     sink, metrics = ListSink(), EdgeMetrics()
-    pipeline = Pipeline(engine, lambda: sink, metrics, PipelineSettings(**settings))
+    pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings(**settings))
     pipeline.start()
     for frames in messages:
         pipeline.submit(frames)
@@ -64,17 +65,17 @@ def test_tiles_come_back_converted_in_arrival_order_per_scan():
     # two scans interleaved; each tile is 2x3 patches of 32 px
     messages = [tile_frames("scan-a" if i % 2 == 0 else "scan-b", i // 2, raw)
                 for i, raw in enumerate(raws)]
-    sink, metrics, _ = run_pipeline(standin_engine(32), messages, max_batch=4)
+    sink, metrics, _ = run_pipeline(fake_converter(32), messages, max_batch=4)
     sem = sink.kinds("sem")
     assert [(m.scan_id, m.header["seq"]) for m in sem] == \
         [("scan-a" if i % 2 == 0 else "scan-b", i // 2) for i in range(12)]
     for i, message in enumerate(sem):
-        expected = np.rint(np.clip(standin_offline(raws[i]), 0, 1) * 255).astype(np.uint8)
+        expected = np.rint(np.clip(fake_offline(raws[i]), 0, 1) * 255).astype(np.uint8)
         assert message.image.dtype == np.uint8
         np.testing.assert_array_equal(message.image, expected)
         assert message.header["extra"] == {"kept": i // 2}
         assert message.header["status"] == "ok"
-        assert message.header["model"] == "standin@000000"
+        assert message.header["model"] == FAKE_LABEL
         latency = message.header["latency_ms"]
         assert set(latency) == {"preprocess", "queue", "infer", "blend", "publish", "total"}
         assert latency["total"] == pytest.approx(
@@ -85,39 +86,39 @@ def test_tiles_come_back_converted_in_arrival_order_per_scan():
 
 
 def test_batches_gather_patches_across_tiles():
-    engine = standin_engine(32)
+    converter = fake_converter(32)
     raws = images(6, shape=(32, 32))  # one patch per tile
     messages = [tile_frames("s", i, raw) for i, raw in enumerate(raws)]
     # a long deadline: the batcher waits for patches of later tiles rather than run singles
-    sink, _, _ = run_pipeline(engine, messages, max_batch=3, max_delay_ms=2000)
-    assert engine.backend.batch_sizes == [3, 3]
+    sink, _, _ = run_pipeline(converter, messages, max_batch=3, max_delay_ms=2000)
+    assert converter.backend.batch_sizes == [3, 3]
     assert len(sink.kinds("sem")) == 6
 
 
 def test_short_deadline_runs_partial_batches():
-    engine = standin_engine(32)
+    converter = fake_converter(32)
     sink, metrics, pipeline = ListSink(), EdgeMetrics(), None
-    pipeline = Pipeline(engine, lambda: sink, metrics,
+    pipeline = Pipeline(converter, lambda: sink, metrics,
                         PipelineSettings(max_batch=64, max_delay_ms=1.0))
     pipeline.start()
     pipeline.submit(tile_frames("s", 0, images(1, shape=(32, 32))[0]))
     deadline = time.monotonic() + 10
     while not sink.kinds("sem") and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert engine.backend.batch_sizes == [1]  # did not wait for 64 patches
+    assert converter.backend.batch_sizes == [1]  # did not wait for 64 patches
     pipeline.close()
 
 
 def test_float32_and_uint16_tiles_keep_their_dtype():
     raw16 = images(1, dtype=np.uint16)[0]
     raw32 = (images(1, seed=1)[0] / 255.0).astype(np.float32)
-    sink, _, _ = run_pipeline(standin_engine(32), [tile_frames("s", 0, raw16),
+    sink, _, _ = run_pipeline(fake_converter(32), [tile_frames("s", 0, raw16),
                                                    tile_frames("s", 1, raw32)])
     out16, out32 = (m.image for m in sink.kinds("sem"))
     assert out16.dtype == np.uint16 and out32.dtype == np.float32
     np.testing.assert_array_equal(
-        out16, np.rint(standin_offline(raw16) * 65535).astype(np.uint16))
-    np.testing.assert_allclose(out32, standin_offline(raw32), atol=1e-6)
+        out16, np.rint(fake_offline(raw16) * 65535).astype(np.uint16))
+    np.testing.assert_allclose(out32, fake_offline(raw32), atol=1e-6)
 
 
 def test_malformed_messages_are_answered_and_good_tiles_keep_flowing():
@@ -133,7 +134,7 @@ def test_malformed_messages_are_answered_and_good_tiles_keep_flowing():
         [b"tile/s", b'{"v": 2, "scan_id": "s"}', b""],
         tile_frames("s", 2, good[2]),
     ]
-    sink, metrics, _ = run_pipeline(standin_engine(32), messages)
+    sink, metrics, _ = run_pipeline(fake_converter(32), messages)
     errors = [m.header["error"] for m in sink.kinds("error")]
     assert errors == ["bad_frames", "bad_json", "byte_count", "unsupported_version"]
     assert [m.header["seq"] for m in sink.kinds("sem")] == [0, 1, 2]
@@ -143,11 +144,11 @@ def test_malformed_messages_are_answered_and_good_tiles_keep_flowing():
 
 
 def test_conversion_failure_is_an_error_message_and_the_pipeline_continues():
-    engine = standin_engine(32, fail_above=0.9)
+    converter = fake_converter(32, fail_above=0.9)
     dark = np.zeros((32, 32), np.uint8)
     bright = np.full((32, 32), 255, np.uint8)
     messages = [tile_frames("s", i, img) for i, img in enumerate([dark, bright, dark])]
-    sink, metrics, _ = run_pipeline(engine, messages, max_batch=1)
+    sink, metrics, _ = run_pipeline(converter, messages, max_batch=1)
     kinds = [(m.kind, m.header["seq"]) for m in sink.messages]
     assert kinds == [("sem", 0), ("error", 1), ("sem", 2)]  # in order of arrival
     assert sink.messages[1].header["error"] == ErrorCode.CONVERSION_FAILED.value
@@ -159,7 +160,7 @@ def test_scan_end_follows_the_scans_last_tile_with_counts():
     messages = [tile_frames("s", 0, raws[0]), tile_frames("s", 2, raws[1]),
                 [b"tile/s", b"{}", b""], tile_frames("s", 3, raws[2]),
                 encode_scan_end("s", {"n_tiles": 5})]
-    sink, metrics, _ = run_pipeline(standin_engine(32), messages, detect_gaps=True)
+    sink, metrics, _ = run_pipeline(fake_converter(32), messages, detect_gaps=True)
     last = sink.messages[-1]
     assert last.kind == "scan-end"
     assert last.header["n_tiles"] == 5
@@ -172,10 +173,10 @@ def test_scan_end_follows_the_scans_last_tile_with_counts():
 
 
 def test_drop_oldest_counts_drops_and_keeps_the_invariant():
-    engine = Engine(InvertBackend(delay_s=0.05), GridTiler(32), standin_engine().prepare, "x")
+    converter = fake_converter(32, delay_s=0.05)
     raws = images(30, shape=(32, 32))
     sink, metrics, _ = run_pipeline(
-        engine, [tile_frames("s", i, r) for i, r in enumerate(raws)],
+        converter, [tile_frames("s", i, r) for i, r in enumerate(raws)],
         capacity=2, max_batch=1, overload="drop-oldest")
     dropped = counter(metrics, "tiles_dropped", reason="queue_full")
     converted = counter(metrics, "tiles_converted")
@@ -186,19 +187,19 @@ def test_drop_oldest_counts_drops_and_keeps_the_invariant():
 
 
 def test_block_policy_loses_nothing():
-    engine = Engine(InvertBackend(delay_s=0.01), GridTiler(32), standin_engine().prepare, "x")
+    converter = fake_converter(32, delay_s=0.01)
     raws = images(20, shape=(32, 32))
     sink, metrics, _ = run_pipeline(
-        engine, [tile_frames("s", i, r) for i, r in enumerate(raws)],
+        converter, [tile_frames("s", i, r) for i, r in enumerate(raws)],
         capacity=1, max_batch=1, overload="block")
     assert [m.header["seq"] for m in sink.kinds("sem")] == list(range(20))
     assert counter(metrics, "tiles_dropped") == 0
 
 
 def test_abort_counts_what_was_in_flight_as_shutdown_drops():
-    engine = Engine(InvertBackend(delay_s=0.05), GridTiler(32), standin_engine().prepare, "x")
+    converter = fake_converter(32, delay_s=0.05)
     sink, metrics = ListSink(), EdgeMetrics()
-    pipeline = Pipeline(engine, lambda: sink, metrics, PipelineSettings(max_batch=1))
+    pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings(max_batch=1))
     pipeline.start()
     for i, raw in enumerate(images(10, shape=(32, 32))):
         pipeline.submit(tile_frames("s", i, raw))

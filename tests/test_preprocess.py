@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.preprocess import PreprocessParams, preprocess, rescale_to_pixel_size, resize
+from edge.inference.preprocess import PreprocessParams, preprocess, rescale_to_pixel_size, resize
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 import zmq
-from daemon_process import daemon_config, free_port, get, start_daemon, stop, wait_for
+from helpers import daemon_toml, http_get, wait_for
+
+from edge.tools.supervise import (
+    NotifyListener,
+    fetch_metrics,
+    free_port,
+    start_daemon,
+    stop_daemon,
+)
+from trainer.sim.scan import simulate_scan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROM_DIR = ROOT / "deploy" / "prometheus"
@@ -28,23 +37,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def bundle_and_scan(tmp_path: Path) -> tuple[Path, Path]:
-    import tiny_bundle
-
-    from trainer.sim.scan import simulate_scan
-
-    bundle = tiny_bundle.make_tiny_bundle(tmp_path / "bundle", seed=0, with_torch_export=False)
+def daemon(tmp_path: Path, tiny_bundle: Path) -> Iterator[tuple[dict[str, int], Path]]:
     scan = simulate_scan(tmp_path / "scan", rows=ROWS, cols=COLS, tile=64, overlap=16, seed=0)
-    return bundle, scan
-
-
-@pytest.fixture()
-def daemon(tmp_path: Path, bundle_and_scan) -> Iterator[tuple[dict[str, int], Path]]:
-    bundle, scan = bundle_and_scan
-    config, ports = daemon_config(tmp_path, bundle)
-    proc = start_daemon(config, ports["metrics"])
+    config, ports = daemon_toml(tmp_path / "edge.toml", tiny_bundle)
+    notify = NotifyListener(tmp_path)
+    proc = start_daemon(config, notify, tmp_path / "daemon.log")
     yield ports, scan
-    stop(proc)
+    stop_daemon(proc)
+    notify.close()
 
 
 @pytest.fixture()
@@ -74,14 +74,14 @@ def prometheus(tmp_path: Path, daemon) -> Iterator[tuple[str, dict[str, int], Pa
         stderr=subprocess.DEVNULL,
     )
     base = f"http://{web}"
-    wait_for(lambda: get(f"{base}/-/ready").strip() != "", 30, "prometheus ready", proc)
+    wait_for(lambda: http_get(f"{base}/-/ready").strip() != "", 30, "prometheus ready")
     yield base, ports, scan
-    stop(proc)
+    stop_daemon(proc)
 
 
 def _query(base: str, expr: str) -> list[dict]:
     url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    return json.loads(get(url))["data"]["result"]
+    return json.loads(http_get(url))["data"]["result"]
 
 
 def _scalar(base: str, expr: str) -> float | None:
@@ -90,7 +90,7 @@ def _scalar(base: str, expr: str) -> float | None:
 
 
 def test_prometheus_scrapes_the_daemon_during_a_replayed_scan(prometheus):
-    from edge.rig import replay_scan
+    from edge.tools.rig import replay_scan
 
     base, ports, scan = prometheus
     wait_for(lambda: _scalar(base, 'up{job="ssum-edge"}') == 1.0, 30, "target up")
@@ -127,7 +127,7 @@ def test_prometheus_scrapes_the_daemon_during_a_replayed_scan(prometheus):
     info = _query(base, 'ssum_edge_model_info{job="ssum-edge"}')
     assert info and info[0]["metric"]["backend"] == "onnxruntime"
 
-    rules = json.loads(get(f"{base}/api/v1/rules"))["data"]["groups"]
+    rules = json.loads(http_get(f"{base}/api/v1/rules"))["data"]["groups"]
     loaded = {r["name"] for g in rules for r in g["rules"]}
     assert len(loaded) == 7 and all(r["health"] == "ok" for g in rules for r in g["rules"])
     firing = _query(base, 'ALERTS{alertstate="firing", alertname=~"SsumEdge.*"}')
@@ -137,7 +137,7 @@ def test_prometheus_scrapes_the_daemon_during_a_replayed_scan(prometheus):
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_metrics_endpoint_passes_promtool_check_metrics(daemon):
     ports, _ = daemon
-    text = get(f"http://127.0.0.1:{ports['metrics']}/metrics")
+    text = fetch_metrics(ports["metrics"])
     result = subprocess.run(
         ["promtool", "check", "metrics"],
         check=False,

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +13,8 @@ import numpy as np
 import pytest
 import tifffile
 import zmq
+from helpers import endpoint as free_endpoint
 
-from edge.cli import main
-from edge.consume import consume
 from edge.errors import UserError
 from edge.protocol import (
     ErrorCode,
@@ -28,18 +24,14 @@ from edge.protocol import (
     encode_result,
     encode_scan_end,
 )
-from edge.rig import replay_scan
-from edge.scanfile import read_scan, write_scan
+from edge.tools.consume import consume
+from edge.tools.rig import replay_scan
+from edge.tools.scanfile import read_scan, write_scan
+from ssum.cli import main
 
 ROWS, COLS, TILE_H, TILE_W = 2, 3, 16, 20
 STEP_Y, STEP_X, PIXEL_NM = 12, 15, 10.0
 TIMEOUT_S = 10.0
-
-
-def free_endpoint() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -53,43 +45,6 @@ def scan_dir(tmp_path: Path) -> Path:
         pixels = rng.integers(0, 65535, (TILE_H, TILE_W), endpoint=True).astype(np.uint16)
         tiles.append((info, pixels))
     return write_scan(tmp_path / "scan", "chip-7", PIXEL_NM, tiles)
-
-
-class StandInMosaic:
-    """Averages tiles at their rounded stage positions (used only while edge.mosaic is absent)."""
-
-    def __init__(self, pixel_size_nm: float, refine: bool = False) -> None:
-        self.pixel_size_nm = pixel_size_nm
-        self.placed: list[tuple[np.ndarray, int, int]] = []
-
-    def add(self, image: np.ndarray, x_nm: float, y_nm: float) -> None:
-        x, y = round(x_nm / self.pixel_size_nm), round(y_nm / self.pixel_size_nm)
-        self.placed.append((image, x, y))
-
-    def render(self) -> np.ndarray:
-        height = max(y + im.shape[0] for im, _, y in self.placed)
-        width = max(x + im.shape[1] for im, x, _ in self.placed)
-        total, weight = np.zeros((height, width)), np.zeros((height, width))
-        for im, x, y in self.placed:
-            total[y : y + im.shape[0], x : x + im.shape[1]] += im
-            weight[y : y + im.shape[0], x : x + im.shape[1]] += 1
-        return (total / np.maximum(weight, 1)).astype(np.float32)
-
-
-def stand_in_write_ome_tiff(path: Path, image: np.ndarray, pixel_size_nm: float, metadata=None):
-    tifffile.imwrite(path, (np.clip(image, 0, 1) * 65535).astype(np.uint16), ome=True)
-    return path
-
-
-@pytest.fixture(autouse=True)
-def mosaic_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        import edge.mosaic  # noqa: F401
-    except ImportError:
-        module = types.ModuleType("edge.mosaic")
-        module.MosaicBuilder = StandInMosaic  # type: ignore[attr-defined]
-        module.write_ome_tiff = stand_in_write_ome_tiff  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "edge.mosaic", module)
 
 
 class Background:
@@ -275,8 +230,8 @@ def test_rig_cli_reports_a_missing_scan_as_one_line(tmp_path: Path, capsys) -> N
 
 
 def test_curve_replay_reaches_an_authorized_subscriber(scan_dir: Path, tmp_path: Path) -> None:
-    from edge.rig import CurveOptions
     from edge.security import configure_client, generate_keypair
+    from edge.transport import CurveOptions
 
     rig_public, rig_secret = generate_keypair(tmp_path / "rig", "rig")
     _, client_secret = generate_keypair(tmp_path / "clients", "daemon")

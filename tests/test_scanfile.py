@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.scanfile import read_scan, write_scan
+from edge.tools.scanfile import read_scan, write_scan
 
 
 def _tiles(dtype=np.uint16, z=True):

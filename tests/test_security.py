@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from edge.cli import main as ssum_main
 from edge.errors import UserError
 from edge.security import CurveServer, configure_client, generate_keypair, load_public_key
+from ssum.cli import main as ssum_main
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 
@@ -123,22 +123,6 @@ def test_unauthorized_client_cannot_receive(context, keys, who):
     assert _sub_received(context, keys, who) == []
 
 
-def test_reload_admits_a_newly_listed_client(context, keys):
-    pull, endpoint, curve = _server(context, keys, zmq.PULL)
-    try:
-        (keys["authorized"] / "unlisted.key").write_bytes(keys["unlisted.pub"].read_bytes())
-        assert curve.reload() == 2
-        push = _client(context, keys, zmq.PUSH, "unlisted")
-        push.connect(endpoint)
-        push.send_multipart([b"tile/s2", b"{}", b""])
-        pull.rcvtimeo = RECV_TIMEOUT_MS
-        assert pull.recv_multipart()[0] == b"tile/s2"
-        push.close()
-    finally:
-        pull.close()
-        curve.stop()
-
-
 def test_two_servers_on_one_context_keep_their_own_client_lists(context, keys, tmp_path):
     empty = tmp_path / "nobody"
     empty.mkdir()
@@ -188,10 +172,11 @@ def test_keys_cli_generate_and_show(tmp_path, capsys):
 
 
 def _replay_over_curve(tmp_path: Path, keys: dict[str, Path], who: str, timeout_s: float):
-    """Replay a 2-tile simulated scan from a CURVE XPUB (edge.rig); collect what `who` gets."""
+    """Replay a 2-tile simulated scan from a CURVE XPUB (edge.tools.rig); collect what `who` gets."""
     import threading
 
-    from edge.rig import CurveOptions, replay_scan
+    from edge.tools.rig import replay_scan
+    from edge.transport import CurveOptions
     from trainer.sim import scan as sim_scan
 
     scan = sim_scan.simulate_scan(tmp_path / "scan", rows=1, cols=2, tile=32, overlap=8, seed=0)
@@ -240,32 +225,30 @@ def test_rig_replay_over_curve_reaches_only_a_listed_subscriber(tmp_path, keys):
     assert isinstance(outcome.get("error"), UserError)
 
 
-def _metric(text: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
-
 @pytest.fixture()
-def curve_daemon(tmp_path: Path, keys: dict[str, Path]):
+def curve_daemon(tmp_path: Path, keys: dict[str, Path], tiny_bundle: Path):
     """A daemon with [security] curve = true: PULL input and PUB output are CURVE servers."""
-    import tiny_bundle
-    from daemon_process import daemon_config, start_daemon, stop
+    from helpers import daemon_toml
 
+    from edge.tools.supervise import NotifyListener, start_daemon, stop_daemon
     from trainer.sim.scan import simulate_scan
 
-    bundle = tiny_bundle.make_tiny_bundle(tmp_path / "bundle", seed=0, with_torch_export=False)
     scan = simulate_scan(tmp_path / "scan", rows=1, cols=2, tile=64, overlap=16, seed=0)
     security = (
         f'[security]\ncurve = true\nserver_secret_key = "{keys["server"]}"\n'
         f'authorized_clients = "{keys["authorized"]}"\n'
     )
-    config, ports = daemon_config(tmp_path, bundle, security)
-    proc = start_daemon(config, ports["metrics"])
+    config, ports = daemon_toml(tmp_path / "edge.toml", tiny_bundle, security)
+    notify = NotifyListener(tmp_path)
+    proc = start_daemon(config, notify, tmp_path / "daemon.log")
     yield ports, scan
-    stop(proc)
+    stop_daemon(proc)
+    notify.close()
 
 
 def _replay_into(ports: dict[str, int], scan: Path, keys: dict[str, Path], who: str):
-    from edge.rig import CurveOptions, replay_scan
+    from edge.tools.rig import replay_scan
+    from edge.transport import CurveOptions
 
     curve = CurveOptions(keys[who], server_key=keys["server.pub"])
     endpoint = f"tcp://127.0.0.1:{ports['input']}"
@@ -277,10 +260,11 @@ def _replay_into(ports: dict[str, int], scan: Path, keys: dict[str, Path], who: 
 
 @pytest.mark.slow
 def test_daemon_converts_for_listed_peers_only(curve_daemon, keys):
-    from daemon_process import get, wait_for
+    from helpers import wait_for
+
+    from edge.tools.supervise import scrape
 
     ports, scan = curve_daemon
-    metrics = f"http://127.0.0.1:{ports['metrics']}/metrics"
     context = zmq.Context()
     subscribers = {}
     for who in ("listed", "unlisted", None):
@@ -292,12 +276,11 @@ def test_daemon_converts_for_listed_peers_only(curve_daemon, keys):
 
     _replay_into(ports, scan, keys, "unlisted")
     time.sleep(REFUSED_WAIT_S)
-    assert _metric(get(metrics), "ssum_edge_tiles_received_total") == 0
+    assert scrape(ports["metrics"])["ssum_edge_tiles_received_total"] == 0
 
     assert _replay_into(ports, scan, keys, "listed") is not None
-    wait_for(
-        lambda: _metric(get(metrics), "ssum_edge_tiles_converted_total") == 2, 60, "2 converted"
-    )
+    wait_for(lambda: scrape(ports["metrics"])["ssum_edge_tiles_converted_total"] == 2, 60,
+             "2 converted")
     topics = [subscribers["listed"].recv_multipart()[0] for _ in range(2)]
     assert all(t.startswith(b"sem/") for t in topics)
     for who in ("unlisted", None):

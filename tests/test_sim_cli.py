@@ -3,8 +3,8 @@ import json
 import numpy as np
 import tifffile
 
-from edge.cli import main
-from edge.scanfile import read_scan
+from edge.tools.scanfile import read_scan
+from ssum.cli import main
 
 
 def test_synth_pairs_writes_the_files(tmp_path, capsys):
@@ -42,7 +42,7 @@ def test_bad_option_is_one_line_error(tmp_path, capsys):
 def test_synth_degrade_makes_test_pairs_from_sem_images(tmp_path, capsys):
     import cv2
 
-    from edge.imageio import read_image
+    from edge.imaging.imageio import read_image
     from trainer.sim.pairs import make_pair
 
     sem_dir = tmp_path / "sem_in"

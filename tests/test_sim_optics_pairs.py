@@ -6,7 +6,7 @@ import pytest
 import tifffile
 
 from edge.errors import UserError
-from edge.imageio import read_image
+from edge.imaging.imageio import read_image
 from trainer.sim.layout import METAL, POLY, Layout, generate_layout
 from trainer.sim.optics import OpticsParams, degrade_sem_to_osr, optical_psf, render_osr_clean
 from trainer.sim.pairs import make_pair, write_pairs

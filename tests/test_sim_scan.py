@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from edge.imageio import to_float01
-from edge.scanfile import read_scan
+from edge.imaging.imageio import to_float01
+from edge.tools.scanfile import read_scan
 from trainer.sim.optics import field_falloff
 from trainer.sim.scan import mosaic_shape, simulate_scan
 

@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_bundle import make_tiny_bundle
 
-from edge.backends import load_backend
-from edge.bundle import load_bundle
-from edge.cli import main
-from edge.engine_cache import EngineKey
+from edge.inference.backends import load_backend
+from edge.inference.bundle import load_bundle
+from edge.inference.engine_cache import EngineKey
+from ssum.cli import main
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("trt") / "bundle"))
+def bundle(tiny_bundle_source):
+    return load_bundle(tiny_bundle_source)
 
 
 def _tensorrt_available() -> bool:
@@ -56,7 +55,7 @@ def test_build_engine_refuses_a_missing_precision_before_touching_the_gpu(bundle
 
 def test_build_engine_passes_its_options_and_prints_path_and_key(bundle, tmp_path, monkeypatch,
                                                                   capsys):
-    from edge.backends import tensorrt_build
+    from edge.inference.backends import tensorrt_build
 
     calls = []
     key = EngineKey("a" * 64, "NVIDIA L4", "8.9", "10.13.0", "fp32",
@@ -80,8 +79,8 @@ def test_build_engine_passes_its_options_and_prints_path_and_key(bundle, tmp_pat
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_engine_builds_caches_and_matches_onnxruntime(bundle, tmp_path, monkeypatch):
-    from edge.backends.tensorrt_backend import open_backend
-    from edge.engine_cache import EngineCache
+    from edge.inference.backends.tensorrt_backend import open_backend
+    from edge.inference.engine_cache import EngineCache
 
     monkeypatch.setenv("SSUM_ENGINE_CACHE", str(tmp_path / "engines"))
     backend = open_backend(bundle, precision="fp32", max_batch=4)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from tiny_bundle import make_tiny_bundle
 
-from edge.backends import load_backend
-from edge.bundle import load_bundle
 from edge.errors import UserError
-from edge.tiling import WINDOWS, Tiler, convert_image
+from edge.inference.backends import load_backend
+from edge.inference.bundle import load_bundle
+from edge.inference.tiling import WINDOWS, Tiler, convert_image
 from trainer.evaluation.metrics import psnr
 
 
@@ -25,8 +24,8 @@ class Identity:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("tiling") / "bundle"))
+def bundle(tiny_bundle_source):
+    return load_bundle(tiny_bundle_source)
 
 
 @pytest.mark.parametrize("window", WINDOWS)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from edge.cli import main
 from edge.errors import UserError
+from ssum.cli import main
 from trainer.presets import preset
 from trainer.steps import cyclegan_step, pix2pix_step
 from trainer.toy import write_toy_pairs

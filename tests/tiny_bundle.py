@@ -30,11 +30,8 @@ def _build(seed: int, out_dir: Path) -> Path:
                          preprocessing={}, patch_size=PATCH_SIZE)
 
 
-def make_tiny_bundle(out_dir: Path, seed: int = 0, with_torch_export: bool = True) -> Path:
-    """Copy of a cached tiny bundle in out_dir (built once per process and seed).
-
-    with_torch_export=False is accepted for callers that do not need the torch program; the
-    bundle always carries it (the manifest pins it by sha256)."""
+def make_tiny_bundle(out_dir: Path, seed: int = 0) -> Path:
+    """Copy of a cached tiny bundle in out_dir (built once per process and seed)."""
     if seed not in _CACHE:
         _CACHE[seed] = _build(seed, Path(tempfile.mkdtemp(prefix=f"ssum-tiny-{seed}-")) / "bundle")
     out_dir = Path(out_dir)

@@ -8,7 +8,7 @@ STUBS_VERSION=10.13.0.35.1
 CHECK=.venv-trtcheck
 STAMP=$CHECK/.ready-$STUBS_VERSION
 PY=${PYTHON:-python3}
-MODULES=(edge/engine_cache.py edge/backends/tensorrt_build.py edge/backends/tensorrt_backend.py edge/daemon_cli.py)
+MODULES=(edge/inference/engine_cache.py edge/inference/backends/tensorrt_build.py edge/inference/backends/tensorrt_backend.py ssum/commands/edge.py)
 
 if [[ ! -f $STAMP ]]; then
     rm -rf "$CHECK"

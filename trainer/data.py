@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from edge.errors import UserError
-from edge.imageio import list_images, read_image
-from edge.preprocess import PreprocessParams, preprocess
+from edge.imaging.imageio import list_images, read_image
+from edge.inference.preprocess import PreprocessParams, preprocess
 from trainer.augment import apply_transform, center_crop, draw_transform
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def load_pairs(data_dir: str | Path, register: bool = False, preprocess: Any = N
     for name, osr_path, sem_path in _pair_paths(Path(data_dir)):
         osr, sem = read_image(osr_path), read_image(sem_path)
         if register:
-            from edge.registration import align_pair
+            from edge.imaging.registration import align_pair
 
             osr, sem, _ = align_pair(osr, sem)
         if osr.shape != sem.shape:

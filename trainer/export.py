@@ -1,4 +1,4 @@
-"""`ssum export` and export_bundle(): a trained generator as a model bundle.
+"""Export of a trained generator as a model bundle (`ssum export`, the tests' tiny bundles).
 
 The bundle holds generator.onnx (for onnxruntime/TensorRT) and generator.pt2 (a torch.export
 program for the daemon's PyTorch backend), both of a wrapper whose input "osr" and output "sem"
@@ -8,13 +8,14 @@ height and width (multiples of 4).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from edge.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,38 +25,27 @@ ALLOWED_ONNX_OPS = {"Conv", "LeakyRelu", "DepthToSpace", "Add", "Tanh", "Pad", "
 VERIFY_SHAPES = ((1, 1, 64, 64), (2, 1, 96, 128), (1, 1, 132, 76))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="RUN/checkpoints/best.pt (or last.pt)")
-    parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--name", help="bundle name (default: the run folder's name)")
-    parser.add_argument("--patch-size", type=int, default=256,
-                        help="recommended tile size for inference (multiple of 4)")
-
-
-def run(args: argparse.Namespace) -> int:
+def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None,
+                      patch_size: int = 256) -> Path:
+    """The bundle of a training checkpoint's OSR->SEM generator; name defaults to the run's."""
     import torch
 
-    from edge.errors import UserError
-
-    path = Path(args.checkpoint)
+    path = Path(checkpoint)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or state.get("format") != "ssum-train-checkpoint":
         raise UserError(f"{path}: not an ssum training checkpoint")
     generator = generator_from_checkpoint(state)
-    name = args.name or path.resolve().parents[1].name
     training = {**state["training"], "checkpoint": str(path)}
     if "data_origin" not in training:  # checkpoints written before data_origin was recorded
         from trainer.train import data_origin
 
         training.pop("data_seed", None)
         training["data_origin"] = data_origin(Path(training.get("data", "")))
-    bundle = export_bundle(generator, Path(args.out), name, state["pixel_size_nm"],
-                           state["preprocessing"], state.get("evaluation") or None,
-                           training, args.patch_size)
-    print(f"wrote bundle {bundle}")
-    return 0
+    return export_bundle(generator, Path(out_dir), name or path.resolve().parents[1].name,
+                         state["pixel_size_nm"], state["preprocessing"],
+                         state.get("evaluation") or None, training, patch_size)
 
 
 def generator_from_checkpoint(state: dict[str, Any]) -> Any:
@@ -113,7 +103,7 @@ def export_bundle(generator: Any, out_dir: Path, name: str, pixel_size_nm: float
     model against PyTorch at several sizes. Returns out_dir."""
     import torch
 
-    from edge.bundle import model_entry, write_manifest
+    from edge.inference.bundle import model_entry, write_manifest
 
     start = time.monotonic()
     out_dir = Path(out_dir)

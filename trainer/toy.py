@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.imageio import write_tiff16
+from edge.imaging.imageio import write_tiff16
 
 
 def toy_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:

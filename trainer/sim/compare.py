@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
-from edge.imageio import list_images, read_image
+from edge.imaging.imageio import list_images, read_image
 from trainer.sim.layout import LayoutParams, generate_layout
 from trainer.sim.sem import SemParams, render_sem
 from trainer.sim.stats import image_stats

@@ -1,5 +1,5 @@
 """A simulated SSUM scan: a grid of overlapping camera tiles with true and reported stage
-positions, plus the ground-truth SEM mosaic, written with edge.scanfile."""
+positions, plus the ground-truth SEM mosaic, written with edge.tools.scanfile."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.imageio import to_uint16
-from edge.scanfile import write_scan
+from edge.imaging.imageio import to_uint16
+from edge.tools.scanfile import write_scan
 from trainer.sim.layout import generate_layout
 from trainer.sim.optics import capture, render_osr_clean
 from trainer.sim.pairs import SimParams, field_centre

@@ -1,0 +1,1 @@
+"""Image tools shared by the trainer and the edge: image files, resampling, registration, mosaics."""

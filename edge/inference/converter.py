@@ -1,0 +1,140 @@
+"""The one converter of a bundle: raw image -> preprocessing -> patches -> backend -> blended image.
+
+Every caller builds it with `Converter.from_bundle` (the daemon, `ssum convert`, the calibration
+gate, the benchmarks); the daemon's pipeline uses its parts separately to batch patches across
+tiles. The converter owns its backend: `close()` (or leaving a `with` block) releases it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.imaging.imageio import to_float01
+from edge.inference.backends import BACKENDS, Backend, load_backend
+from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edge.inference.bundle import PRECISIONS, Bundle, load_bundle, sha256_file
+from edge.inference.preprocess import PreprocessParams, preprocess
+from edge.inference.tiling import WINDOWS, Tiler, TilerLike, convert_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConverterSettings:
+    """How to serve a bundle. patch_size/overlap 0: the bundle's; threads 0: all cores;
+    model_file: serve this ONNX file instead of the bundle's model of `precision` (the
+    calibration gate scores candidates before they join the bundle)."""
+
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    device: str = ""
+    threads: int = 0
+    max_batch: int = 8
+    window: str = "hann"
+    patch_size: int = 0
+    overlap: int = 0
+    model_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("backend", self.backend, BACKENDS),
+                                     ("precision", self.precision, PRECISIONS),
+                                     ("window", self.window, WINDOWS)):
+            if value not in choices:
+                raise UserError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
+        if self.max_batch < 1:
+            raise UserError(f"the batch size must be at least 1, got {self.max_batch}")
+
+
+@dataclass
+class Converter:
+    """Raw pixels -> `prepare` -> tiler.split -> backend.infer -> tiler.merge."""
+
+    backend: Backend
+    tiler: TilerLike
+    prepare: Callable[[np.ndarray], np.ndarray]
+    name: str
+    sha256: str
+    max_batch: int = 8
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle | str | Path,
+                    settings: ConverterSettings = ConverterSettings()) -> Converter:
+        """Load (and verify) the bundle and the backend the settings name."""
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        io = bundle.io
+        tiler = Tiler(settings.patch_size or int(io["patch_size"]),
+                      settings.overlap or int(io["overlap"]),
+                      multiple=int(io["spatial_multiple"]), window=settings.window)
+        margin = int(io.get("receptive_margin", 0))
+        if tiler.overlap < margin:
+            log.warning("tiling overlap %d px is below the model's receptive margin (%d px): "
+                        "patch seams will not match whole-image conversion", tiler.overlap, margin)
+        backend, sha256 = _open_backend(bundle, settings)
+        params = PreprocessParams.from_dict(bundle.preprocessing)
+
+        def prepare(raw: np.ndarray) -> np.ndarray:
+            return preprocess(to_float01(np.asarray(raw)), params)
+
+        return cls(backend, tiler, prepare, bundle.name, sha256, settings.max_batch)
+
+    @property
+    def label(self) -> str:
+        """`name@sha256-prefix`, the model identity carried in converted-tile headers."""
+        return f"{self.name}@{self.sha256[:12]}"
+
+    @property
+    def model_info(self) -> dict[str, str]:
+        """The labels of the daemon's model_info metric."""
+        backend = self.backend
+        return {"name": self.name, "sha256": self.sha256, "backend": backend.name,
+                "precision": backend.precision, "device": str(backend.device or "")}
+
+    def convert(self, raw: np.ndarray) -> np.ndarray:
+        """One image of any size, float32 (H, W); values are the network's, not clipped."""
+        return convert_image(self.prepare(raw), self.backend, self.tiler, self.max_batch)
+
+    def warm_up(self) -> float:
+        """One full batch of patches: the first run of a shape allocates the runtime's memory
+        arena (GBs at 512 px on the CPU), which would otherwise slow the first tiles. Seconds."""
+        size = int(getattr(self.tiler, "patch_size", 0))
+        if not size:
+            return 0.0
+        start = time.monotonic()
+        self.backend.infer(np.zeros((self.max_batch, 1, size, size), np.float32))
+        seconds = time.monotonic() - start
+        log.info("backend warmed up with a batch of %d patches in %.2f s", self.max_batch, seconds)
+        return seconds
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _open_backend(bundle: Bundle, settings: ConverterSettings) -> tuple[Backend, str]:
+    """The backend and the sha256 of the model file it serves."""
+    backend: Backend
+    if settings.model_file is not None:
+        backend = OnnxRuntimeBackend(settings.model_file, settings.precision,
+                                     settings.device or None, settings.threads or None)
+        return backend, sha256_file(settings.model_file)
+    backend = load_backend(bundle, settings.backend, settings.precision, settings.device or None,
+                           settings.threads or None, settings.max_batch)
+    try:
+        served = bundle.model("onnx", backend.precision)
+    except UserError:
+        served = bundle.model("onnx", "fp32")
+    return backend, served.sha256

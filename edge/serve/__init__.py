@@ -1,0 +1,1 @@
+"""The conversion daemon: configuration, pipeline, metrics, systemd notification, GPU metrics."""

@@ -1,0 +1,561 @@
+"""The conversion pipeline: threads on bounded queues, batching patches across tiles.
+
+    submit() [receive thread] -> decode queue -> preprocess -> patches queue -> infer (batcher)
+        -> blend queue -> blend -> publish queue -> publish (in arrival order) -> sink
+
+`submit` validates each message (edge.protocol), counts it and detects sequence gaps; rejected
+messages go straight to the publish stage as `error/` messages. Accepted tiles and scan-ends
+are numbered when they leave the decode queue, and the publish stage emits them strictly in
+that order, so per-scan output order is arrival order even though batches mix tiles.
+
+The sink (which owns the output socket) is created and used by the publish thread only.
+On overload of the decode queue the policy is explicit: "block" (back-pressure the receive
+thread, hence the sender on PULL) or "drop-oldest" (drop the oldest waiting tile and count it
+as dropped{reason="queue_full"}).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.inference.converter import Converter
+from edge.protocol import (
+    ErrorCode,
+    Limits,
+    ProtocolError,
+    Tile,
+    decode_message,
+    decode_tile,
+    encode_error,
+    encode_result,
+    encode_scan_end,
+)
+from edge.serve.metrics import EdgeMetrics
+
+log = logging.getLogger(__name__)
+
+SCAN_END_TOPIC = b"scan-end/"
+_POLL_S = 0.1
+
+
+class Sink(Protocol):
+    def send(self, frames: list[bytes]) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_batch: int = 8
+    max_delay_ms: float = 5.0
+    capacity: int = 64
+    overload: str = "block"  # or "drop-oldest"
+    limits: Limits = field(default_factory=Limits)
+    detect_gaps: bool = True
+
+
+@dataclass(eq=False)
+class TileJob:
+    tile: Tile
+    t_recv: float
+    index: int = -1
+    patches: np.ndarray | None = None
+    plan: Any = None
+    cursor: int = 0
+    outputs: list[np.ndarray] = field(default_factory=list)
+    error: str | None = None
+    image: np.ndarray | None = None
+    times: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class ScanEndJob:
+    scan_id: str
+    header: dict
+    index: int = -1
+
+
+@dataclass
+class ScanStats:
+    converted: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    gaps: int = 0
+    next_seq: int = 0
+
+
+def _patches(job: TileJob) -> np.ndarray:
+    assert job.patches is not None
+    return job.patches
+
+
+class _Stop:
+    """Sentinel that travels down the queues behind every item accepted before it."""
+
+
+STOP = _Stop()
+
+
+class DecodeQueue:
+    """A bounded FIFO whose put either blocks or drops the oldest waiting tile."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_blocking(self, item: Any, give_up: Callable[[], bool]) -> bool:
+        """Wait for room; False when `give_up()` became true first."""
+        with self._cond:
+            while len(self._items) >= self.capacity:
+                if give_up():
+                    return False
+                self._cond.wait(_POLL_S)
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def put_drop_oldest(self, item: Any) -> TileJob | None:
+        """Append; when full, remove and return the oldest waiting tile."""
+        with self._cond:
+            dropped = None
+            if len(self._items) >= self.capacity:
+                for i, old in enumerate(self._items):
+                    if isinstance(old, TileJob):
+                        dropped = old
+                        del self._items[i]
+                        break
+            self._items.append(item)
+            self._cond.notify_all()
+            return dropped
+
+    def put_always(self, item: Any) -> None:
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Any:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            if not self._items:
+                raise queue.Empty
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+
+class Pipeline:
+    """Threads converting submitted tile messages; results go to the sink in arrival order."""
+
+    def __init__(
+        self,
+        converter: Converter,
+        sink_factory: Callable[[], Sink],
+        metrics: EdgeMetrics,
+        settings: PipelineSettings | None = None,
+        on_converted: Callable[[dict, np.ndarray], None] | None = None,
+        on_scan_end: Callable[[str, dict], None] | None = None,
+    ) -> None:
+        self.converter = converter
+        self.settings = settings = settings or PipelineSettings()
+        self.metrics = metrics
+        self._sink_factory = sink_factory
+        self._on_converted = on_converted
+        self._on_scan_end = on_scan_end
+        capacity = settings.capacity
+        self.decode_q = DecodeQueue(capacity)
+        self.patches_q: queue.Queue[Any] = queue.Queue(capacity)
+        self.blend_q: queue.Queue[Any] = queue.Queue(capacity)
+        self.publish_q: queue.Queue[Any] = queue.Queue(capacity)
+        self._scans: dict[str, ScanStats] = {}
+        self._lock = threading.Lock()
+        self._abort = threading.Event()
+        self._closing = threading.Event()
+        self._in_flight = 0
+        self._published = 0
+        self._sink_ready = threading.Event()
+        self._sink_error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        metrics.watch_queue("decode", self.decode_q.qsize, capacity)
+        metrics.watch_queue("patches", self.patches_q.qsize, capacity)
+        metrics.watch_queue("blend", self.blend_q.qsize, capacity)
+        metrics.watch_queue("publish", self.publish_q.qsize, capacity)
+
+    # ----------------------------------------------------------------- life cycle
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start the stage threads; returns once the sink is open (raises its error if any)."""
+        for name, target in (("preprocess", self._preprocess_loop), ("infer", self._infer_loop),
+                             ("blend", self._blend_loop), ("publish", self._publish_loop)):
+            thread = threading.Thread(target=target, name=f"edge-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if not self._sink_ready.wait(timeout_s):
+            raise RuntimeError("the publish stage did not start in time")
+        if self._sink_error is not None:
+            self.close(drain=False)
+            raise self._sink_error
+
+    def close(self, drain: bool = True, timeout_s: float = 60.0) -> bool:
+        """Stop: drain (convert and publish everything accepted) or abort. True when finished.
+
+        No submit() may run concurrently with or after close().
+        """
+        if not drain:
+            self._abort.set()
+        if not self._closing.is_set():
+            self._closing.set()
+            self.decode_q.put_always(STOP)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    @property
+    def in_flight(self) -> int:
+        """Tiles and scan-ends accepted but not yet published."""
+        return self._in_flight
+
+    @property
+    def published(self) -> int:
+        return self._published
+
+    # ----------------------------------------------------------------- intake
+    def submit(self, frames: list[Any], t_recv: float | None = None) -> None:
+        """Validate one input message and queue it (called by the receive thread only)."""
+        t_recv = time.monotonic() if t_recv is None else t_recv
+        if self._is_scan_end(frames):
+            try:
+                message = decode_message(frames)
+            except ProtocolError:
+                pass  # answered as a rejected input below
+            else:
+                self._accept(ScanEndJob(message.scan_id, message.header))
+                return
+        self.metrics.received.inc()
+        try:
+            tile = decode_tile(frames, self.settings.limits)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return
+        self._check_sequence(tile)
+        self._accept(TileJob(tile, t_recv))
+
+    @staticmethod
+    def _is_scan_end(frames: list[Any]) -> bool:
+        if len(frames) != 3:
+            return False
+        topic = frames[0]
+        raw = bytes(getattr(topic, "bytes", topic)[: len(SCAN_END_TOPIC)])
+        return raw == SCAN_END_TOPIC
+
+    def _scan(self, scan_id: str) -> ScanStats:
+        stats = self._scans.get(scan_id)
+        if stats is None:
+            stats = self._scans[scan_id] = ScanStats()
+        return stats
+
+    def _reject(self, exc: ProtocolError) -> None:
+        self.metrics.rejected.labels(reason=exc.code.value).inc()
+        with self._lock:
+            self._scan(exc.scan_id).rejected += 1
+        log.warning("rejected a message of scan %s: %s: %s", exc.scan_id, exc.code.value,
+                    exc.message)
+        self.publish_q.put((None, encode_error(exc.scan_id, exc.code, exc.message, exc.header)))
+
+    def _check_sequence(self, tile: Tile) -> None:
+        if not self.settings.detect_gaps:
+            return
+        with self._lock:
+            stats = self._scan(tile.scan_id)
+            missing = tile.seq - stats.next_seq
+            if missing > 0:
+                stats.gaps += missing
+            stats.next_seq = max(stats.next_seq, tile.seq + 1)
+        if missing > 0:
+            self.metrics.gaps.inc(missing)
+            log.warning("scan %s: %d tile(s) missing before seq %d", tile.scan_id, missing,
+                        tile.seq)
+        elif missing < 0:
+            log.info("scan %s: seq %d arrived late or twice", tile.scan_id, tile.seq)
+
+    def _accept(self, job: TileJob | ScanEndJob) -> None:
+        with self._lock:
+            self._in_flight += 1
+        if self.settings.overload == "drop-oldest":
+            dropped = self.decode_q.put_drop_oldest(job)
+            if dropped is not None:
+                self._drop(dropped, "queue_full")
+        elif not self.decode_q.put_blocking(job, self._abort.is_set):
+            self._drop(job, "shutdown")
+
+    def _drop(self, job: TileJob | ScanEndJob, reason: str) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if isinstance(job, TileJob):
+                self._scan(job.tile.scan_id).dropped += 1
+        if isinstance(job, TileJob):
+            self.metrics.dropped.labels(reason=reason).inc()
+            log.warning("dropped tile seq %d of scan %s (%s)", job.tile.seq, job.tile.scan_id,
+                        reason)
+
+    # ----------------------------------------------------------------- stages
+    def _preprocess_loop(self) -> None:
+        next_index = 0
+        while True:
+            try:
+                item = self.decode_q.get(_POLL_S)
+            except queue.Empty:
+                continue
+            if item is STOP:
+                self._forward(self.patches_q, STOP)
+                return
+            if self._abort.is_set():
+                self._drop(item, "shutdown")
+                continue
+            item.index = next_index
+            next_index += 1
+            if isinstance(item, ScanEndJob):
+                self.publish_q.put((item.index, item))
+                continue
+            self._prepare(item)
+            self._forward(self.blend_q if item.error else self.patches_q, item)
+
+    def _prepare(self, job: TileJob) -> None:
+        job.times["pre_start"] = time.monotonic()
+        try:
+            image = self.converter.prepare(np.asarray(job.tile.image))
+            job.patches, job.plan = self.converter.tiler.split(image)
+        except Exception as exc:  # a valid tile the model cannot take: answer, keep going
+            log.exception("preprocessing tile seq %d of scan %s failed", job.tile.seq,
+                          job.tile.scan_id)
+            job.error = f"preprocessing failed: {exc}"
+        job.times["pre_end"] = time.monotonic()
+
+    def _forward(self, q: queue.Queue[Any], item: Any) -> None:
+        """Put with back-pressure; an abort turns waiting tiles into shutdown drops."""
+        while True:
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self._abort.is_set() and isinstance(item, TileJob):
+                    self._drop(item, "shutdown")
+                    return
+
+    def _infer_loop(self) -> None:
+        current: TileJob | None = None
+        stopping = False
+        while not stopping:
+            batch: list[tuple[TileJob, int, int]] = []
+            size = 0
+            deadline = 0.0
+            while size < self.settings.max_batch:
+                if current is not None and current.patches is not None \
+                        and current.cursor < len(current.patches):
+                    take = min(len(current.patches) - current.cursor,
+                               self.settings.max_batch - size)
+                    batch.append((current, current.cursor, current.cursor + take))
+                    current.cursor += take
+                    size += take
+                    if size == take:
+                        deadline = time.monotonic() + self.settings.max_delay_ms / 1000
+                    continue
+                timeout = _POLL_S if not batch else deadline - time.monotonic()
+                if batch and timeout <= 0:
+                    break
+                try:
+                    item = self.patches_q.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+                if item is STOP:
+                    stopping = True
+                    break
+                if self._abort.is_set():
+                    self._drop(item, "shutdown")
+                    continue
+                item.times["infer_start"] = time.monotonic()
+                if len(_patches(item)) == 0:
+                    item.error, item.times["infer_end"] = "no patches", time.monotonic()
+                    self._forward(self.blend_q, item)
+                    continue
+                current = item
+            if batch:
+                self._run_batch(batch)
+        self._forward(self.blend_q, STOP)
+
+    def _run_batch(self, batch: list[tuple[TileJob, int, int]]) -> None:
+        jobs = list(dict.fromkeys(job for job, _, _ in batch))
+        inputs = np.concatenate([_patches(job)[a:b] for job, a, b in batch])
+        try:
+            outputs = np.asarray(self.converter.backend.infer(inputs))
+            if outputs.shape[0] != inputs.shape[0]:
+                raise ValueError(
+                    f"backend returned {outputs.shape[0]} outputs for {inputs.shape[0]} patches"
+                )
+        except Exception as exc:  # answered per tile as conversion_failed; the daemon goes on
+            log.exception("inference on a batch of %d patches failed", len(inputs))
+            for job in jobs:
+                job.error = job.error or f"inference failed: {exc}"
+                job.cursor = len(_patches(job))
+        else:
+            self.metrics.batch_size.observe(len(inputs))
+            offset = 0
+            for job, a, b in batch:
+                job.outputs.append(outputs[offset:offset + b - a])
+                offset += b - a
+        now = time.monotonic()
+        for job in jobs:
+            if job.cursor >= len(_patches(job)):
+                job.times["infer_end"] = now
+                job.patches = None
+                self._forward(self.blend_q, job)
+
+    def _blend_loop(self) -> None:
+        while True:
+            item = self.blend_q.get()
+            if item is STOP:
+                self.publish_q.put(STOP)
+                return
+            if self._abort.is_set():
+                self._drop(item, "shutdown")
+                continue
+            if not item.error:
+                try:
+                    merged = self.converter.tiler.merge(np.concatenate(item.outputs), item.plan)
+                    item.image = np.asarray(merged, dtype=np.float32).reshape(
+                        item.tile.image.shape)
+                except Exception as exc:
+                    log.exception("blending tile seq %d of scan %s failed", item.tile.seq,
+                                  item.tile.scan_id)
+                    item.error = f"blending failed: {exc}"
+            item.outputs = []
+            item.times["blend_end"] = time.monotonic()
+            self.publish_q.put((item.index, item))
+
+    def _publish_loop(self) -> None:
+        try:
+            sink = self._sink_factory()
+        except BaseException as exc:  # noqa: BLE001 - reported to start() in the caller's thread
+            self._sink_error = exc
+            self._sink_ready.set()
+            return
+        self._sink_ready.set()
+        waiting: dict[int, Any] = {}
+        next_index = 0
+        try:
+            while True:
+                entry = self.publish_q.get()
+                if entry is STOP:
+                    break
+                index, item = entry
+                if index is None:
+                    self._send(sink, item)
+                    continue
+                waiting[index] = item
+                while next_index in waiting:
+                    self._emit(sink, waiting.pop(next_index))
+                    next_index += 1
+            for index in sorted(waiting):  # only after an abort: nothing more will come
+                self._drop(waiting[index], "shutdown")
+        finally:
+            sink.close()
+
+    def _send(self, sink: Sink, frames: list[bytes]) -> None:
+        try:
+            sink.send(frames)
+        except Exception:
+            log.exception("publishing %r failed", bytes(frames[0])[:80])
+
+    def _emit(self, sink: Sink, item: TileJob | ScanEndJob) -> None:
+        if self._abort.is_set():
+            self._drop(item, "shutdown")
+            return
+        if isinstance(item, ScanEndJob):
+            self._emit_scan_end(sink, item)
+        elif item.error:
+            self._emit_failure(sink, item)
+        else:
+            self._emit_tile(sink, item)
+        with self._lock:
+            self._in_flight -= 1
+            self._published += 1
+
+    def _emit_scan_end(self, sink: Sink, job: ScanEndJob) -> None:
+        with self._lock:
+            stats = self._scans.pop(job.scan_id, ScanStats())
+        counts = {"converted": stats.converted, "rejected": stats.rejected,
+                  "dropped": stats.dropped, "gaps": stats.gaps}
+        fields = {k: v for k, v in job.header.items() if k not in ("v", "scan_id")}
+        self._send(sink, encode_scan_end(job.scan_id, {**fields, **counts}))
+        self.metrics.scans_completed.inc()
+        log.info("scan %s complete: %s", job.scan_id, counts)
+        if self._on_scan_end is not None:
+            self._hook(self._on_scan_end, job.scan_id, {**job.header, **counts})
+
+    def _emit_failure(self, sink: Sink, job: TileJob) -> None:
+        code = ErrorCode.CONVERSION_FAILED
+        self.metrics.rejected.labels(reason=code.value).inc()
+        with self._lock:
+            self._scan(job.tile.scan_id).rejected += 1
+        self._send(sink, encode_error(job.tile.scan_id, code, job.error or "", job.tile.header))
+
+    def _emit_tile(self, sink: Sink, job: TileJob) -> None:
+        stages = self._stage_times(job)
+        total = sum(stages.values())
+        extra = {
+            "model": self.converter.label,
+            "backend": self.converter.backend.name,
+            "precision": self.converter.backend.precision,
+            "latency_ms": {**{k: round(v * 1e3, 3) for k, v in stages.items()},
+                           "total": round(total * 1e3, 3)},
+        }
+        assert job.image is not None
+        try:
+            frames = encode_result(job.tile.header, job.image, extra)
+        except Exception as exc:  # noqa: BLE001 - answered as conversion_failed
+            job.error = f"encoding the result failed: {exc}"
+            self._emit_failure(sink, job)
+            return
+        self._send(sink, frames)
+        self.metrics.converted.inc()
+        self.metrics.tile_latency.observe(time.monotonic() - job.t_recv)
+        self.metrics.observe_stages(stages)
+        with self._lock:
+            self._scan(job.tile.scan_id).converted += 1
+        if self._on_converted is not None:
+            self._hook(self._on_converted, job.tile.header, job.image)
+
+    @staticmethod
+    def _stage_times(job: TileJob) -> dict[str, float]:
+        """Seconds per stage; they add up to receive -> publish."""
+        t = job.times
+        now = time.monotonic()
+        return {
+            "preprocess": t["pre_end"] - t["pre_start"],
+            "queue": (t["pre_start"] - job.t_recv) + (t["infer_start"] - t["pre_end"]),
+            "infer": t["infer_end"] - t["infer_start"],
+            "blend": t["blend_end"] - t["infer_end"],
+            "publish": now - t["blend_end"],
+        }
+
+    @staticmethod
+    def _hook(hook: Callable[..., None], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("the %s hook failed", getattr(hook, "__name__", "result"))

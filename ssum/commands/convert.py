@@ -1,0 +1,60 @@
+"""`ssum convert`: offline conversion of image files of any size, with the daemon's own code
+(shared preprocessing, tiling with seam blending, backends)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from edge.errors import UserError
+from edge.inference.backends import BACKENDS
+from edge.inference.bundle import PRECISIONS, default_bundle_path
+from edge.inference.converter import Converter, ConverterSettings
+from edge.inference.tiling import WINDOWS
+from edge.tools.convert import convert_file, input_files
+
+DEFAULTS = ConverterSettings()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help="TIFF/PNG files (8- or 16-bit, any size) or folders of them")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder: OUT/<stem>.tif (16-bit)")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="model bundle (default: models/default)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend)
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULTS.precision)
+    parser.add_argument("--device", default=DEFAULTS.device,
+                        help="e.g. cuda:0 (default: the backend's choice)")
+    parser.add_argument("--window", choices=WINDOWS, default=DEFAULTS.window,
+                        help=f"seam blending window (default {DEFAULTS.window})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.max_batch,
+                        help="patches per inference call")
+    parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
+                        help="CPU threads (0: all)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    settings = ConverterSettings(backend=args.backend, precision=args.precision,
+                                 device=args.device, threads=args.threads,
+                                 max_batch=args.batch_size, window=args.window)
+    failures = 0
+    with Converter.from_bundle(args.bundle or default_bundle_path(), settings) as converter:
+        backend = converter.backend
+        print(f"model {converter.label} on {backend.name}/{backend.precision} ({backend.device})")
+        for path in input_files(args.images):
+            start = time.perf_counter()
+            try:
+                target, (height, width) = convert_file(converter, path, args.out)
+            except UserError as exc:
+                failures += 1
+                print(f"error: {path}: {exc}")
+                continue
+            print(f"{path} -> {target} ({width}x{height} px, {time.perf_counter() - start:.2f} s)")
+    if failures:
+        print(f"{failures} file(s) failed")
+    return 1 if failures else 0

@@ -1,0 +1,70 @@
+"""`ssum eval`: metrics of predictions and baselines against SEM references, and a report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge.errors import UserError
+from trainer.evaluation.harness import evaluate_sets
+from trainer.evaluation.report import format_table, summary_rows
+
+DEFAULT_PIXEL_NM = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, help="pairs folder: DATA/osr and DATA/sem (+ DATA/meta.json)")
+    parser.add_argument("--input", type=Path, help="folder of OSR input images")
+    parser.add_argument("--ref", type=Path, help="folder of SEM reference images (same file names)")
+    parser.add_argument("--pred", type=Path, help="folder of converted images (method 'model')")
+    parser.add_argument("--baselines", default="identity,affine,rl",
+                        help="comma-separated: identity, affine (oracle), rl (Richardson-Lucy); "
+                             "'none' for none (default identity,affine,rl)")
+    parser.add_argument("--pixel-size", type=float,
+                        help=f"nm per pixel (default: DATA/meta.json, else {DEFAULT_PIXEL_NM:g})")
+    parser.add_argument("--out", type=Path, default=Path("eval"), help="output folder (default ./eval)")
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N pairs")
+    parser.add_argument("--register", action="store_true",
+                        help="register each input to its reference first (one affine transform per "
+                             "pair, applied to every method) and score in the reference's frame")
+
+
+def _pixel_size_from_meta(data: Path | None) -> float | None:
+    meta = data / "meta.json" if data is not None else None
+    if meta is None or not meta.is_file():
+        return None
+    try:
+        return float(json.loads(meta.read_text())["pixel_size_nm"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{meta}: no readable pixel_size_nm ({exc})") from exc
+
+
+def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    inp = args.input or (args.data / "osr" if args.data else None)
+    ref = args.ref or (args.data / "sem" if args.data else None)
+    if inp is None or ref is None:
+        raise UserError("give --data D (D/osr and D/sem) or both --input and --ref")
+    for role, folder in (("input", inp), ("reference", ref), ("prediction", args.pred)):
+        if folder is not None and not folder.is_dir():
+            raise UserError(f"{role} folder {folder} does not exist")
+    return inp, ref
+
+
+def run(args: argparse.Namespace) -> int:
+    inp, ref = resolve_folders(args)
+    pixel = args.pixel_size or _pixel_size_from_meta(args.data) or DEFAULT_PIXEL_NM
+    names = [] if args.baselines.strip() in ("", "none") else args.baselines.split(",")
+    if args.max_images is not None and args.max_images < 1:
+        raise UserError(f"--max-images must be at least 1, not {args.max_images}")
+    result = evaluate_sets(args.pred, inp, ref, pixel, [n.strip() for n in names], args.out,
+                           args.max_images, register=args.register)
+    frame = ", registered to the references" if args.register else ""
+    print(f"{len(result['images'])} image(s), pixel size {pixel:g} nm{frame}; means:")
+    print(format_table(summary_rows(result)))
+    for name, method in result["methods"].items():
+        if method["not_finite"]:
+            left_out = ", ".join(f"{k} {n}" for k, n in method["not_finite"].items())
+            print(f"{name}: images left out of the means (inf/NaN): {left_out}")
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report' / 'index.html'}")
+    return 0

@@ -1,0 +1,23 @@
+"""`ssum export`: a trained generator as a model bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from trainer.export import export_checkpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="RUN/checkpoints/best.pt (or last.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument("--name", help="bundle name (default: the run folder's name)")
+    parser.add_argument("--patch-size", type=int, default=256,
+                        help="recommended tile size for inference (multiple of 4)")
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = export_checkpoint(args.checkpoint, args.out, args.name, args.patch_size)
+    print(f"wrote bundle {bundle}")
+    return 0
