@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from edge.inference.bundle import default_bundle_path, load_bundle
 from edge.inference.converter import Converter
-from edge.protocol import decode_message, encode_tile
-from edge.serve.config import load_config
+from edge.protocol import Kind, decode_message, encode_tile, topic
+from edge.serve.config_file import build_config, load_config, to_toml
 from edge.serve.daemon import load_converter
 from edge.tools.supervise import NotifyListener, free_port, start_daemon, stop_daemon
 
@@ -73,15 +73,14 @@ def tile_header(scan_id: str, seq: int, size: int) -> dict[str, Any]:
 
 def write_config(path: Path, bundle: Path, ports: dict[str, int], threads: int, max_batch: int,
                  window: str) -> Path:
-    path.write_text(
-        f'[input]\nsocket = "pull"\nendpoint = "tcp://127.0.0.1:{ports["input"]}"\nmode = "bind"\n'
-        f'[output]\nsocket = "pub"\nendpoint = "tcp://127.0.0.1:{ports["output"]}"\nmode = "bind"\n'
-        f'[model]\nbundle = "{bundle}"\nbackend = "onnxruntime"\nthreads = {threads}\n'
-        f'[tiling]\nwindow = "{window}"\n'
-        f'[batching]\nmax_batch = {max_batch}\n'
-        f'[queues]\noverload = "block"\n'
-        f'[metrics]\nport = {ports["metrics"]}\n[log]\nlevel = "WARNING"\n'
-    )
+    """The daemon's edge.toml: PULL in (lossless, back-pressured), PUB out."""
+    config = build_config({
+        "input": {"socket": "pull", "endpoint": f"tcp://127.0.0.1:{ports['input']}", "mode": "bind"},
+        "output": {"socket": "pub", "endpoint": f"tcp://127.0.0.1:{ports['output']}"},
+        "model": {"bundle": str(bundle), "threads": threads}, "tiling": {"window": window},
+        "batching": {"max_batch": max_batch}, "queues": {"overload": "block"},
+        "metrics": {"port": ports["metrics"]}, "log": {"level": "WARNING"}}, "bench")
+    path.write_text(to_toml(config))
     return path
 
 
@@ -115,15 +114,15 @@ class DaemonClient:
         self.push = self.context.socket(zmq.PUSH)
         self.push.connect(f"tcp://127.0.0.1:{ports['input']}")
         self.sub = self.context.socket(zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"sem/")
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"error/")
+        for kind in (Kind.SEM, Kind.ERROR):
+            self.sub.setsockopt(zmq.SUBSCRIBE, topic(kind).encode())
         self.sub.connect(f"tcp://127.0.0.1:{ports['output']}")
 
     def receive(self, timeout_s: float = 120.0) -> Any:
         if not self.sub.poll(int(timeout_s * 1000)):
             raise RuntimeError(f"no result from the daemon within {timeout_s:.0f} s")
         message = decode_message(self.sub.recv_multipart())
-        if message.kind != "sem":
+        if message.kind != Kind.SEM:
             raise RuntimeError(f"the daemon answered with {message.kind}: {message.header}")
         return message
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from edge.inference.bundle import Bundle
 from edge.inference.converter import Converter, ConverterSettings
@@ -44,8 +45,6 @@ def score(outputs: list[np.ndarray], holdout: list[tuple[str, np.ndarray, np.nda
 def layer_sensitivity(fp32_path: Path, int8_path: Path, patches: np.ndarray) -> dict[str, float]:
     """Per-Conv error the INT8 graph adds: for each Conv output (in graph order), its relative
     RMS error against FP32 minus the largest error among the Convs before it."""
-    import onnxruntime as ort
-
     names = [n.output[0] for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Conv"]
     node_of = {n.output[0]: n.name for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Conv"}
     outputs = []

@@ -26,6 +26,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from edge.errors import UserError
 
@@ -119,8 +120,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, patches: np.ndarray, method: 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
     """FP16 weights and activations inside, float32 input and output (same I/O contract)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     model = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     onnx.save(model, str(out_path))
     return out_path

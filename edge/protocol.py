@@ -21,12 +21,25 @@ DTYPES = {"uint8": "|u1", "uint16": "<u2", "float32": "<f4"}
 MAX_HEADER_BYTES = 1 << 20
 UNKNOWN_SCAN = "unknown"
 
-TOPIC_PREFIXES = {"tile": "tile/", "sem": "sem/", "error": "error/", "scan-end": "scan-end/"}
 INT_FIELDS = ("seq", "row", "col", "width", "height")
 NUMBER_FIELDS = ("x_nm", "y_nm", "pixel_size_nm", "t_capture")
 REQUIRED_FIELDS = ("v", "scan_id", *INT_FIELDS, *NUMBER_FIELDS, "dtype")
 ERROR_CONTEXT_FIELDS = ("seq", "row", "col", "x_nm", "y_nm", "t_capture")
 _BAD_SCAN_ID = re.compile(r"[/\\\s\x00-\x1f\x7f]")
+
+
+class Kind(enum.StrEnum):
+    """What a message is; its topic is `<kind>/<scan_id>`."""
+
+    TILE = "tile"
+    SEM = "sem"
+    ERROR = "error"
+    SCAN_END = "scan-end"
+
+
+def topic(kind: Kind, scan_id: str = "") -> str:
+    """The topic of a message of `kind` for `scan_id`; without a scan id, the SUB prefix."""
+    return f"{kind}/{scan_id}"
 
 
 class ErrorCode(str, enum.Enum):
@@ -249,7 +262,7 @@ def decode_tile(frames: Sequence[Any], limits: Limits = Limits()) -> Tile:
         if isinstance(header_scan, str) and is_valid_scan_id(header_scan)
         else topic_scan_id
     )
-    if kind != "tile":
+    if kind != Kind.TILE:
         raise ProtocolError(
             ErrorCode.BAD_TOPIC,
             f"expected topic 'tile/<scan_id>', got {bytes(topic_raw[:80])!r}",
@@ -266,7 +279,7 @@ def decode_tile(frames: Sequence[Any], limits: Limits = Limits()) -> Tile:
         )
     expected = _check_limits(header, pixels, limits, scan_id)
     image = _pixels(header, pixels, expected, scan_id)
-    return Tile(f"tile/{scan_id}", header, image, scan_id, header["seq"])
+    return Tile(topic(Kind.TILE, scan_id), header, image, scan_id, header["seq"])
 
 
 def _json_default(value: Any) -> Any:
@@ -303,10 +316,10 @@ def encode_tile(header: dict, image: np.ndarray) -> list[bytes]:
     if conflicts:
         raise ValueError(f"header {conflicts} disagrees with the image {geometry}")
     scan_id = header.get("scan_id")
-    if not is_valid_scan_id(scan_id):
+    if not isinstance(scan_id, str) or not is_valid_scan_id(scan_id):
         raise ValueError(f"invalid scan_id {scan_id!r}")
     out = {"v": PROTOCOL_VERSION, **header, **geometry}
-    return [f"tile/{scan_id}".encode(), _dump(out), _pixel_bytes(image, geometry["dtype"])]
+    return [topic(Kind.TILE, scan_id).encode(), _dump(out), _pixel_bytes(image, geometry["dtype"])]
 
 
 def to_wire_dtype(image: np.ndarray, dtype_name: str) -> np.ndarray:
@@ -331,7 +344,7 @@ def encode_result(input_header: dict, image: np.ndarray, extra: dict) -> list[by
     dtype_name = input_header["dtype"]
     header = {**input_header, "status": "ok", **extra}
     pixels = _pixel_bytes(to_wire_dtype(image, dtype_name), dtype_name)
-    return [f"sem/{input_header['scan_id']}".encode(), _dump(header), pixels]
+    return [topic(Kind.SEM, input_header["scan_id"]).encode(), _dump(header), pixels]
 
 
 def encode_error(
@@ -344,7 +357,7 @@ def encode_error(
         if header and name in header:
             out[name] = header[name]
     out.update(error=ErrorCode(code).value, message=message)
-    return [f"error/{scan_id}".encode(), _dump(out), b""]
+    return [topic(Kind.ERROR, scan_id).encode(), _dump(out), b""]
 
 
 def encode_scan_end(scan_id: str, fields: dict) -> list[bytes]:
@@ -352,7 +365,7 @@ def encode_scan_end(scan_id: str, fields: dict) -> list[bytes]:
     if not is_valid_scan_id(scan_id):
         raise ValueError(f"invalid scan_id {scan_id!r}")
     out = {"v": PROTOCOL_VERSION, **fields, "scan_id": scan_id}
-    return [f"scan-end/{scan_id}".encode(), _dump(out), b""]
+    return [topic(Kind.SCAN_END, scan_id).encode(), _dump(out), b""]
 
 
 def decode_message(frames: Sequence[Any]) -> Message:
@@ -362,7 +375,7 @@ def decode_message(frames: Sequence[Any]) -> Message:
     """
     topic_raw, header_raw, pixels = _check_frames(frames)
     kind, topic_scan = _split_topic(topic_raw)
-    if kind == "tile":
+    if kind == Kind.TILE:
         tile = decode_tile(frames)
         return Message(kind, tile.scan_id, tile.header, tile.image)
     header = _parse_header(header_raw, topic_scan or UNKNOWN_SCAN)
@@ -374,7 +387,7 @@ def decode_message(frames: Sequence[Any]) -> Message:
             header,
         )
     image = None
-    if kind == "sem":
+    if kind == Kind.SEM:
         _validate_tile_header(header, topic_scan)
         expected = _check_limits(header, pixels, Limits(), topic_scan)
         image = _pixels(header, pixels, expected, topic_scan)

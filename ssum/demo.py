@@ -19,27 +19,31 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
+from edge.imaging.imageio import read_image, to_float01, to_uint8, write_png8
+from edge.imaging.mosaic import MosaicBuilder
+from edge.imaging.registration import register
 from edge.inference.bundle import load_bundle
+from edge.serve.config_file import build_config, to_toml
+from edge.tools.consume import consume
+from edge.tools.rig import replay_scan
+from edge.tools.scanfile import read_scan
 from edge.tools.supervise import NotifyListener, free_port, scrape, start_daemon, stop_daemon
+from trainer.evaluation.metrics import psnr
+from trainer.sim.scan import simulate_scan
 
 
 def write_config(path: Path, bundle: Path, rig: str, out: str, metrics_port: int) -> Path:
-    path.write_text(
-        "# written by ssum demo\n"
-        f'[input]\nsocket = "sub"\nendpoint = "{rig}"\nmode = "connect"\n'
-        'topics = ["tile/", "scan-end/"]\n'
-        f'[output]\nsocket = "pub"\nendpoint = "{out}"\nmode = "bind"\n'
-        f'[model]\nbundle = "{bundle}"\nbackend = "onnxruntime"\nprecision = "fp32"\n'
-        f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n'
-    )
+    """The daemon's edge.toml: SUB from the replayed rig, PUB to the consumer."""
+    config = build_config({"input": {"socket": "sub", "endpoint": rig, "mode": "connect"},
+                           "output": {"socket": "pub", "endpoint": out, "mode": "bind"},
+                           "model": {"bundle": str(bundle)},
+                           "metrics": {"host": "127.0.0.1", "port": metrics_port}}, "ssum demo")
+    path.write_text("# written by ssum demo\n" + to_toml(config))
     return path
 
 
 def stitch(scan: Any, refine: bool) -> np.ndarray:
     """The input mosaic from the raw camera tiles, with the same mosaic code as the output's."""
-    from edge.imaging.imageio import to_float01
-    from edge.imaging.mosaic import MosaicBuilder
-
     builder = MosaicBuilder(scan.pixel_size_nm, refine=refine)
     for tile in scan.tiles:
         builder.add(to_float01(scan.load_tile(tile)), tile.x_nm, tile.y_nm)
@@ -48,9 +52,6 @@ def stitch(scan: Any, refine: bool) -> np.ndarray:
 
 def compare_to_truth(image: np.ndarray, truth: np.ndarray, border: int = 16) -> tuple[float, np.ndarray]:
     """PSNR against the ground truth after a rigid re-registration (stages err by ~2 px)."""
-    from edge.imaging.registration import register
-    from trainer.evaluation.metrics import psnr
-
     h, w = min(image.shape[0], truth.shape[0]), min(image.shape[1], truth.shape[1])
     image, truth = image[:h, :w], truth[:h, :w]
     aligned = register(image, truth, affine=False).warp(image, shape=truth.shape)
@@ -59,8 +60,6 @@ def compare_to_truth(image: np.ndarray, truth: np.ndarray, border: int = 16) -> 
 
 
 def side_by_side(path: Path, panels: list[tuple[str, np.ndarray]], max_side: int = 768) -> Path:
-    from edge.imaging.imageio import to_uint8
-
     tiles = []
     for label, image in panels:
         scale = min(1.0, max_side / max(image.shape))
@@ -76,12 +75,6 @@ def side_by_side(path: Path, panels: list[tuple[str, np.ndarray]], max_side: int
 
 def run_demo(out: Path, bundle: Path, rows: int, cols: int, tile: int, seed: int,
              rate_hz: float | None) -> dict[str, Any]:
-    from edge.imaging.imageio import read_image, write_png8
-    from edge.tools.consume import consume
-    from edge.tools.rig import replay_scan
-    from edge.tools.scanfile import read_scan
-    from trainer.sim.scan import simulate_scan
-
     load_bundle(bundle)  # refuse a broken bundle before starting anything
     out.mkdir(parents=True, exist_ok=True)
     scan = read_scan(simulate_scan(out / "scan", rows=rows, cols=cols, tile=tile, seed=seed))

@@ -16,6 +16,7 @@ import zmq
 from edge.imaging.imageio import to_float01
 from edge.inference.converter import Converter
 from edge.protocol import Message, decode_message
+from edge.serve.config_file import build_config, to_toml
 from edge.tools.supervise import free_port
 
 
@@ -149,14 +150,13 @@ class Collector:
         return [m for m in self.messages if m.kind == kind]
 
 
-def daemon_toml(path: Path, bundle: Path, extra: str = "") -> tuple[Path, dict[str, int]]:
+def daemon_toml(path: Path, bundle: Path, **sections: dict) -> tuple[Path, dict[str, int]]:
     """edge.toml for a daemon that PULLs tiles and PUBlishes results on free local ports."""
     ports = {name: free_port() for name in ("input", "output", "metrics")}
-    path.write_text(
-        f'[input]\nsocket = "pull"\nendpoint = "tcp://127.0.0.1:{ports["input"]}"\n'
-        'mode = "bind"\n'
-        f'[output]\nsocket = "pub"\nendpoint = "tcp://127.0.0.1:{ports["output"]}"\n'
-        f'[model]\nbundle = "{bundle}"\nbackend = "onnxruntime"\nthreads = 1\n'
-        f'[metrics]\nhost = "127.0.0.1"\nport = {ports["metrics"]}\n' + extra
-    )
+    data = {"input": {"socket": "pull", "endpoint": f"tcp://127.0.0.1:{ports['input']}",
+                      "mode": "bind"},
+            "output": {"socket": "pub", "endpoint": f"tcp://127.0.0.1:{ports['output']}"},
+            "model": {"bundle": str(bundle), "threads": 1},
+            "metrics": {"host": "127.0.0.1", "port": ports["metrics"]}, **sections}
+    path.write_text(to_toml(build_config(data, path.name)))
     return path, ports

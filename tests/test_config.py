@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from edge.errors import UserError
-from edge.serve.config import EdgeConfig, build_config, load_config, to_toml
+from edge.serve.config import EdgeConfig
+from edge.serve.config_file import build_config, load_config, to_toml
 from ssum.cli import main as cli_main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "edge.example.toml"
@@ -111,3 +112,12 @@ def test_check_config_reports_a_bad_key_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("ssum edge: error: edge.toml: [batching] max_batch must be a positive "
                    "integer, got -1")
+
+
+def test_the_docs_tables_are_the_configuration_fields():
+    from edge.serve.config import sections
+    from edge.serve.config_file import reference_table
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    stale = [name for name in sections() if reference_table(name) not in text]
+    assert not stale, f"docs/configuration.md is stale for {stale}: run tools/config_docs.py"

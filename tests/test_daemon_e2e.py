@@ -27,7 +27,7 @@ from helpers import tile_header as header
 from edge.imaging.mosaic import read_ome_pixel_size
 from edge.inference.converter import Converter, ConverterSettings
 from edge.protocol import encode_scan_end, encode_tile, to_wire_dtype
-from edge.serve.config import build_config
+from edge.serve.config_file import build_config
 from edge.serve.daemon import Daemon
 from edge.tools.supervise import fetch_metrics, scrape
 

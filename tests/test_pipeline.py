@@ -50,7 +50,11 @@ def counter(metrics: EdgeMetrics, name: str, **labels: str) -> float:
     return metrics.counter_value(name, **labels)
 
 
-def run_pipeline(converter: Converter, messages: list[list[bytes]], **settings) -> tuple:
+def run_pipeline(converter: Converter, messages: list[list[bytes]], max_batch: int | None = None,
+                 **settings) -> tuple:
+    """Submit every message, drain; max_batch (if given) replaces the converter's."""
+    if max_batch is not None:
+        converter.max_batch = max_batch
     sink, metrics = ListSink(), EdgeMetrics()
     pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings(**settings))
     pipeline.start()
@@ -96,10 +100,9 @@ def test_batches_gather_patches_across_tiles():
 
 
 def test_short_deadline_runs_partial_batches():
-    converter = fake_converter(32)
-    sink, metrics, pipeline = ListSink(), EdgeMetrics(), None
-    pipeline = Pipeline(converter, lambda: sink, metrics,
-                        PipelineSettings(max_batch=64, max_delay_ms=1.0))
+    converter = fake_converter(32, max_batch=64)
+    sink, metrics = ListSink(), EdgeMetrics()
+    pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings(max_delay_ms=1.0))
     pipeline.start()
     pipeline.submit(tile_frames("s", 0, images(1, shape=(32, 32))[0]))
     deadline = time.monotonic() + 10
@@ -197,9 +200,9 @@ def test_block_policy_loses_nothing():
 
 
 def test_abort_counts_what_was_in_flight_as_shutdown_drops():
-    converter = fake_converter(32, delay_s=0.05)
+    converter = fake_converter(32, delay_s=0.05, max_batch=1)
     sink, metrics = ListSink(), EdgeMetrics()
-    pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings(max_batch=1))
+    pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings())
     pipeline.start()
     for i, raw in enumerate(images(10, shape=(32, 32))):
         pipeline.submit(tile_frames("s", i, raw))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.inference.preprocess import PreprocessParams, preprocess, rescale_to_pixel_size, resize
+from edge.imaging.resample import rescale_to_pixel_size, resize
+from edge.inference.preprocess import PreprocessParams, preprocess
 
 
 @pytest.fixture(scope="module")

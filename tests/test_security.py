@@ -234,11 +234,9 @@ def curve_daemon(tmp_path: Path, keys: dict[str, Path], tiny_bundle: Path):
     from trainer.sim.scan import simulate_scan
 
     scan = simulate_scan(tmp_path / "scan", rows=1, cols=2, tile=64, overlap=16, seed=0)
-    security = (
-        f'[security]\ncurve = true\nserver_secret_key = "{keys["server"]}"\n'
-        f'authorized_clients = "{keys["authorized"]}"\n'
-    )
-    config, ports = daemon_toml(tmp_path / "edge.toml", tiny_bundle, security)
+    security = {"curve": True, "server_secret_key": str(keys["server"]),
+                "authorized_clients": str(keys["authorized"])}
+    config, ports = daemon_toml(tmp_path / "edge.toml", tiny_bundle, security=security)
     notify = NotifyListener(tmp_path)
     proc = start_daemon(config, notify, tmp_path / "daemon.log")
     yield ports, scan

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from edge.errors import UserError
 from edge.imaging.imageio import list_images, read_image
+from edge.imaging.registration import align_pair
 from edge.inference.preprocess import PreprocessParams, preprocess
 from trainer.augment import apply_transform, center_crop, draw_transform
 
@@ -58,8 +59,6 @@ def load_pairs(data_dir: str | Path, register: bool = False, preprocess: Any = N
     for name, osr_path, sem_path in _pair_paths(Path(data_dir)):
         osr, sem = read_image(osr_path), read_image(sem_path)
         if register:
-            from edge.imaging.registration import align_pair
-
             osr, sem, _ = align_pair(osr, sem)
         if osr.shape != sem.shape:
             raise UserError(f"pair {name}: OSR {osr.shape} and SEM {sem.shape} differ in size "

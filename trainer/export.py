@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import onnxruntime as ort
+
 from edge.errors import UserError
+from edge.inference.bundle import model_entry, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +108,6 @@ def export_bundle(generator: Any, out_dir: Path, name: str, pixel_size_nm: float
     model against PyTorch at several sizes. Returns out_dir."""
     import torch
 
-    from edge.inference.bundle import model_entry, write_manifest
-
     start = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +152,6 @@ def _export_program(model: Any) -> Any:
 
 
 def _export_onnx(program: Any, path: Path) -> Path:
-    import onnx
     import torch
 
     for noisy in ("onnx_ir", "onnxscript"):
@@ -165,8 +167,6 @@ def _export_onnx(program: Any, path: Path) -> Path:
 
 
 def _opset(path: Path) -> int:
-    import onnx
-
     return next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
 
 
@@ -174,8 +174,6 @@ def verify_onnx(model: Any, onnx_path: Path, shapes: tuple = VERIFY_SHAPES,
                 tolerance: float = 1e-4) -> float:
     """Largest |onnxruntime - PyTorch| over random inputs of several shapes; raises above
     tolerance."""
-    import numpy as np
-    import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -8,6 +8,7 @@ statistics and a tile's output never depends on the tile's own statistics.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -121,8 +122,6 @@ def fold_batchnorm(generator: nn.Module) -> nn.Module:
     In SubPixelUp the BatchNorm follows PixelShuffle; it is folded into the conv by repeating
     each channel's scale and shift over the 4 sub-pixel channels that shuffle into it.
     """
-    import copy
-
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model = copy.deepcopy(generator).eval()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from edge.errors import UserError
 from trainer import distributed
@@ -202,7 +203,6 @@ class Trainer:
         self.dataset.set_epoch(self.epoch)
         for net in self.nets.values():
             net.train()
-        from tqdm import tqdm
 
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
                    disable=not self.info.is_main or not sys.stderr.isatty())

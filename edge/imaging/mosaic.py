@@ -9,6 +9,7 @@ measurements (weighted least squares, first tile fixed) are used.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import tifffile
 
 from edge.errors import UserError
+from edge.imaging.registration import phase_shift
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,6 @@ class MosaicBuilder:
 
     def _refine(self) -> None:
         """Correct positions from pairwise phase correlation of the overlaps."""
-        from edge.imaging.registration import phase_shift
-
         for p in self.placements:
             p.dx = p.dy = 0.0
         positions = self._positions()
@@ -183,8 +183,6 @@ def write_ome_tiff(path: str | Path, image: np.ndarray, pixel_size_nm: float,
 
 def read_ome_pixel_size(path: str | Path) -> float:
     """PhysicalSizeX of an OME-TIFF, in nm."""
-    import re
-
     with tifffile.TiffFile(path) as tif:
         xml = tif.ome_metadata or ""
     match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', xml)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
+from edge.imaging.resample import rescale_to_pixel_size
 
 SMOOTH_SIGMA_PX = 1.5
 GRADIENT_SIGMA_PX = 1.5
@@ -164,8 +165,6 @@ def align_pair(osr: np.ndarray, sem: np.ndarray, osr_pixel_nm: float | None = No
                sem_pixel_nm: float | None = None) -> tuple[np.ndarray, np.ndarray, Registration]:
     """Rescale the OSR image to the SEM's pixel size, register it, warp it onto the SEM image and
     crop both to the rectangle where the warped OSR image has real pixels."""
-    from edge.inference.preprocess import rescale_to_pixel_size
-
     osr = np.asarray(osr, np.float32)
     sem = np.asarray(sem, np.float32)
     if osr_pixel_nm and sem_pixel_nm:

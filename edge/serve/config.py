@@ -1,34 +1,68 @@
-"""The daemon's configuration: one TOML file, a frozen dataclass per section, every key checked.
+"""The daemon's configuration keys: a frozen dataclass per TOML section, one field per key.
 
-Unknown sections or keys, wrong types and out-of-range values raise UserError naming the key,
-e.g. ``edge.toml: [batching] max_batch must be a positive integer, got -1``. Every key is
-documented in docs/configuration.md and deploy/edge.example.toml.
+Each field is declared once, with `key(default, check, doc)`: its default (taken from the part
+it configures where that part has one: ConverterSettings, PipelineSettings, protocol.Limits),
+the check of its value and the sentence docs/configuration.md shows. Reading and validating
+files is edge/serve/config_file.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edge.errors import UserError
+from edge.inference.backends import BACKENDS
+from edge.inference.bundle import PRECISIONS
 from edge.inference.converter import ConverterSettings
+from edge.inference.tiling import WINDOWS
+from edge.protocol import Kind, Limits, topic
+from edge.serve import config_checks as check
+from edge.serve.pipeline import OVERLOAD_POLICIES, PipelineSettings
 from edge.transport import CurveOptions
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MODES = ("connect", "bind")
+SERVING = ConverterSettings()
+QUEUING = PipelineSettings()
+LIMITS = Limits()
+
+
+def key(default: Any, value_check: check.Check, doc: str, shown: str = "",
+        normalise: Callable[[Any], Any] | None = None, choices: tuple[str, ...] = ()) -> Any:
+    """A configuration key: `shown` replaces the default in the docs table when it is not a
+    plain value; `normalise` turns a valid TOML value into the field's type."""
+    return field(default=default, metadata={"check": value_check, "doc": doc, "shown": shown,
+                                            "normalise": normalise, "choices": choices})
+
+
+def choice(default: str, choices: tuple[str, ...], doc: str, **options: Any) -> Any:
+    """A key whose value is one of `choices` (listed in the docs table before `doc`)."""
+    return key(default, check.one_of(*choices), doc, choices=choices, **options)
 
 
 @dataclass(frozen=True)
 class InputConfig:
-    socket: str = "sub"
-    endpoint: str = "tcp://127.0.0.1:5555"
-    mode: str = ""  # "" = connect for sub, bind for pull
-    topics: tuple[str, ...] = ("tile/",)
-    hwm: int = 1000
+    socket: str = choice("sub", ("sub", "pull"),
+                         '`"sub"`: subscribe to the rig\'s PUB socket. The rig never waits; when the '
+                         "daemon falls behind, tiles are dropped and counted. `\"pull\"`: take tiles "
+                         "from the rig's PUSH socket: lossless, the rig is slowed down when the "
+                         "daemon is full, and several daemons can pull from one rig (each tile goes "
+                         "to one of them).")
+    endpoint: str = key("tcp://127.0.0.1:5555", check.endpoint,
+                        "ZeroMQ endpoint: the rig's address (connect) or this daemon's (bind).")
+    mode: str = choice("", MODES, "", shown='`"connect"` for sub, `"bind"` for pull')
+    topics: tuple[str, ...] = key(
+        (topic(Kind.TILE),), check.topics,
+        'SUB topic prefixes, e.g. `["tile/wafer7-"]` for one family of scan ids. For every '
+        "`tile/...` prefix the matching `scan-end/...` prefix is subscribed too. Ignored for pull.",
+        normalise=tuple)
+    hwm: int = key(1000, check.nonneg_int,
+                   "ZeroMQ receive high-water mark (messages). With sub, messages beyond it are "
+                   "lost in the network layer (they never reach the daemon and show up as "
+                   "sequence gaps); with pull, the sender blocks. `0` = unlimited.")
 
     def __post_init__(self) -> None:
         if not self.mode:
@@ -41,10 +75,17 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    socket: str = "pub"
-    endpoint: str = "tcp://127.0.0.1:5556"
-    mode: str = "bind"
-    hwm: int = 1000
+    socket: str = choice("pub", ("pub", "push"),
+                         '`"pub"`: consumers subscribe to `sem/`, `error/` and `scan-end/` topics '
+                         '(prefix filters). `"push"`: consumers pull; each message goes to one '
+                         "consumer; the daemon waits while no consumer is connected.")
+    endpoint: str = key("tcp://127.0.0.1:5556", check.endpoint, "ZeroMQ endpoint.")
+    mode: str = choice("bind", MODES,
+                       '`"bind"`: consumers connect here. `"connect"`: to a collector that binds a '
+                       "PULL socket (how several daemons merge their output).")
+    hwm: int = key(1000, check.nonneg_int,
+                   "Send high-water mark. A PUB socket drops messages for a subscriber that is "
+                   "this far behind.")
 
     @property
     def bind(self) -> bool:
@@ -53,60 +94,102 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    bundle: str = ""
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    device: str = ""
-    threads: int = 0
+    bundle: str = key("", check.string,
+                      'Model bundle directory. `""`: `$SSUM_BUNDLE`, else `models/default`. Every '
+                      "model file is checked against its sha256; a mismatch stops the daemon.")
+    backend: str = choice(SERVING.backend, BACKENDS,
+                          "The inference backend. One that cannot be loaded falls back to ONNX "
+                          "Runtime with a warning in the log; `ssum_edge_model_info` shows what "
+                          "actually runs.")
+    precision: str = choice(SERVING.precision, PRECISIONS,
+                            "The bundle must hold that variant.")
+    device: str = key(SERVING.device, check.string,
+                      'E.g. `"cuda:0"` or `"cpu"`; `""` = the backend\'s choice.')
+    threads: int = key(SERVING.threads, check.nonneg_int,
+                       "CPU threads for the CPU backends; `0` = automatic.")
 
 
 @dataclass(frozen=True)
 class TilingConfig:
-    window: str = "hann"
-    patch_size: int = 0
-    overlap: int = 0
+    window: str = choice(SERVING.window, WINDOWS,
+                         'Seam blending between overlapping patches (`"crop"`: margin cropping); see '
+                         "docs/conversion.md. With the shipped model all give the same pixels "
+                         "(tiling is exact); they differ for models that are not.")
+    patch_size: int = key(SERVING.patch_size, check.nonneg_int,
+                          "Patch size in pixels; `0` = the bundle's recommended size.")
+    overlap: int = key(SERVING.overlap, check.nonneg_int,
+                       "Context added on each side of a patch, in pixels (rounded up to a "
+                       "multiple of 4; less than half the patch size). Below the bundle's "
+                       "`receptive_margin` tiles are no longer exact and the daemon logs a "
+                       "warning; `0` = the bundle's.")
 
 
 @dataclass(frozen=True)
 class BatchingConfig:
-    max_batch: int = 8
-    max_delay_ms: float = 5.0
+    max_batch: int = key(SERVING.max_batch, check.positive_int,
+                         "Patches per inference call. Patches of consecutive tiles share a batch.")
+    max_delay_ms: float = key(QUEUING.max_delay_ms, check.nonneg_number,
+                              "The longest the batcher waits for more patches before running a "
+                              "partial batch. Larger = fuller batches (throughput) at the cost of "
+                              "latency when the input is sparse.", normalise=float)
 
 
 @dataclass(frozen=True)
 class QueuesConfig:
-    capacity: int = 64
-    overload: str = "auto"
+    capacity: int = key(QUEUING.capacity, check.positive_int, "Tiles each queue holds.")
+    overload: str = choice("auto", ("auto", *OVERLOAD_POLICIES),
+                           'What happens when the input queue is full. `"block"`: stop reading '
+                           "input (with pull, the rig waits: nothing is lost). `\"drop-oldest\"`: "
+                           "drop the oldest waiting tile, log it and count it in "
+                           '`ssum_edge_tiles_dropped_total{reason="queue_full"}` (the newest tiles '
+                           'are kept). `"auto"`: block for pull, drop-oldest for sub.')
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    max_width: int = 8192
-    max_height: int = 8192
-    max_bytes: int = 256 * 2**20
+    max_width: int = key(LIMITS.max_width, check.positive_int, "Pixels.")
+    max_height: int = key(LIMITS.max_height, check.positive_int, "Pixels.")
+    max_bytes: int = key(LIMITS.max_bytes, check.positive_int,
+                         f"Bytes of the pixels frame ({LIMITS.max_bytes >> 20} MiB).")
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9108
+    enabled: bool = key(True, check.boolean, "Serve Prometheus metrics ([metrics.md](metrics.md)).")
+    host: str = key("127.0.0.1", check.nonempty,
+                    'Address to listen on; `"0.0.0.0"` to let a remote Prometheus scrape.')
+    port: int = key(9108, check.port, "Port; `0` picks a free one and logs it.")
 
 
 @dataclass(frozen=True)
 class MosaicConfig:
-    enabled: bool = False
-    directory: str = ""
-    refine: bool = False
+    enabled: bool = key(False, check.boolean,
+                        "Assemble each scan's converted tiles at their stage positions and write "
+                        "`DIRECTORY/<scan_id>.ome.tif` when the scan's scan-end message has been "
+                        "forwarded. Tiles are held in memory until then.")
+    directory: str = key("", check.string,
+                         "Output directory (required when enabled; created if missing). Under "
+                         "systemd, use a directory below `/var/lib/ssum-edge`.")
+    refine: bool = key(False, check.boolean,
+                       "Refine tile positions by registering their overlaps (slower, corrects "
+                       "stage errors).")
 
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    curve: bool = False
-    server_secret_key: str = ""
-    authorized_clients: str = ""
-    client_secret_key: str = ""
-    rig_public_key: str = ""
+    curve: bool = key(False, check.boolean, "Turn CURVE on for both sockets.")
+    server_secret_key: str = key("", check.string,
+                                 "This daemon's `NAME.key_secret`, for its bound sockets "
+                                 "(required with curve).")
+    authorized_clients: str = key("", check.string,
+                                  "Directory of the public keys (`*.key`) of the rigs and "
+                                  "consumers allowed to connect (required with curve).")
+    client_secret_key: str = key("", check.string,
+                                 "This daemon's secret key file when its input connects to the "
+                                 "rig.")
+    rig_public_key: str = key("", check.string,
+                              "The rig's public key file, when the input connects to a rig that "
+                              "is a CURVE server.")
 
     def curve_options(self, bind: bool) -> CurveOptions | None:
         """The keys of a daemon socket: a bound one serves, a connecting one dials the rig."""
@@ -120,7 +203,8 @@ class SecurityConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = "INFO"
+    level: str = key("INFO", check.one_of_any_case(*LOG_LEVELS), "`ssum -v edge run` forces DEBUG.",
+                     normalise=str.upper, choices=LOG_LEVELS)
 
 
 @dataclass(frozen=True)
@@ -153,219 +237,27 @@ class EdgeConfig:
                                  max_batch=self.batching.max_batch, window=tiling.window,
                                  patch_size=tiling.patch_size, overlap=tiling.overlap)
 
+    def pipeline_settings(self) -> PipelineSettings:
+        """How [batching], [queues], [limits] and [input] set the pipeline up."""
+        limits = self.limits
+        return PipelineSettings(max_delay_ms=self.batching.max_delay_ms,
+                                capacity=self.queues.capacity, overload=self.overload_policy,
+                                limits=Limits(limits.max_width, limits.max_height,
+                                              limits.max_bytes),
+                                detect_gaps=self.input.socket == "sub")
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for section in fields(self):
-            if section.name == "source":
-                continue
-            values = dataclasses.asdict(getattr(self, section.name))
-            out[section.name] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        for name in sections():
+            values = dataclasses.asdict(getattr(self, name))
+            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         return out
 
 
+def sections() -> dict[str, type]:
+    """TOML section name -> its dataclass, in file order."""
+    return {f.name: f.default_factory for f in fields(EdgeConfig)  # type: ignore[misc]
+            if f.name != "source"}
+
+
 DEFAULTS = EdgeConfig()
-
-
-# A check returns an error phrase ("must be ...") or None when the value is fine.
-Check = Callable[[Any], str | None]
-
-
-def _one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else "must be one of " + ", ".join(
-        f'"{c}"' for c in choices
-    )
-
-
-def _string(v: Any) -> str | None:
-    return None if isinstance(v, str) else "must be a string"
-
-
-def _nonempty(v: Any) -> str | None:
-    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
-
-
-def _endpoint(v: Any) -> str | None:
-    ok = isinstance(v, str) and "://" in v and v.split("://", 1)[1]
-    return None if ok else 'must be a ZeroMQ endpoint such as "tcp://127.0.0.1:5555"'
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _positive_int(v: Any) -> str | None:
-    return None if _is_int(v) and v > 0 else "must be a positive integer"
-
-
-def _nonneg_int(v: Any) -> str | None:
-    return None if _is_int(v) and v >= 0 else "must be an integer >= 0"
-
-
-def _port(v: Any) -> str | None:
-    return None if _is_int(v) and 0 <= v <= 65535 else "must be a port number 0-65535"
-
-
-def _nonneg_number(v: Any) -> str | None:
-    ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and v >= 0
-    return None if ok else "must be a number >= 0"
-
-
-def _boolean(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "must be true or false"
-
-
-def _topics(v: Any) -> str | None:
-    ok = isinstance(v, list | tuple) and v and all(isinstance(t, str) for t in v)
-    return None if ok else 'must be a non-empty list of strings, e.g. ["tile/"]'
-
-
-def _log_level(v: Any) -> str | None:
-    return None if isinstance(v, str) and v.upper() in LOG_LEVELS else _one_of(*LOG_LEVELS)(v)
-
-
-CHECKS: dict[str, dict[str, Check]] = {
-    "input": {
-        "socket": _one_of("sub", "pull"), "endpoint": _endpoint,
-        "mode": _one_of("connect", "bind"), "topics": _topics, "hwm": _nonneg_int,
-    },
-    "output": {
-        "socket": _one_of("pub", "push"), "endpoint": _endpoint,
-        "mode": _one_of("connect", "bind"), "hwm": _nonneg_int,
-    },
-    "model": {
-        "bundle": _string, "backend": _one_of("onnxruntime", "torch", "tensorrt"),
-        "precision": _one_of("fp32", "fp16", "int8"), "device": _string, "threads": _nonneg_int,
-    },
-    "tiling": {
-        "window": _one_of("hann", "gaussian", "linear", "constant", "crop"),
-        "patch_size": _nonneg_int, "overlap": _nonneg_int,
-    },
-    "batching": {"max_batch": _positive_int, "max_delay_ms": _nonneg_number},
-    "queues": {"capacity": _positive_int, "overload": _one_of("auto", "block", "drop-oldest")},
-    "limits": {"max_width": _positive_int, "max_height": _positive_int, "max_bytes": _positive_int},
-    "metrics": {"enabled": _boolean, "host": _nonempty, "port": _port},
-    "mosaic": {"enabled": _boolean, "directory": _string, "refine": _boolean},
-    "security": {
-        "curve": _boolean, "server_secret_key": _string, "authorized_clients": _string,
-        "client_secret_key": _string, "rig_public_key": _string,
-    },
-    "log": {"level": _log_level},
-}
-SECTION_TYPES: dict[str, type] = {f.name: f.default_factory for f in fields(EdgeConfig)  # type: ignore[misc]
-                                  if f.name != "source"}
-
-
-def _normalise(section: str, key: str, value: Any) -> Any:
-    if key == "topics":
-        return tuple(value)
-    if key == "max_delay_ms":
-        return float(value)
-    if section == "log" and key == "level":
-        return value.upper()
-    return value
-
-
-def _build_section(where: str, section: str, values: Any) -> Any:
-    if not isinstance(values, dict):
-        raise UserError(f"{where}: [{section}] must be a table")
-    checks = CHECKS[section]
-    for key, value in values.items():
-        if key not in checks:
-            raise UserError(
-                f"{where}: [{section}] has no key {key!r} (known: {', '.join(checks)})"
-            )
-        problem = checks[key](value)
-        if problem:
-            raise UserError(f"{where}: [{section}] {key} {problem}, got {value!r}")
-    normalised = {k: _normalise(section, k, v) for k, v in values.items()}
-    return SECTION_TYPES[section](**normalised)
-
-
-def _merge_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Overrides as {"section.key": value} or {"section": {"key": value}}; None values skipped."""
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for name, value in (overrides or {}).items():
-        if isinstance(value, dict):
-            items = [(name, k, v) for k, v in value.items()]
-        else:
-            section, _, key = name.partition(".")
-            items = [(section, key, value)]
-        for section, key, val in items:
-            if val is None:
-                continue
-            target = merged.setdefault(section, {})
-            if isinstance(target, dict):
-                target[key] = val
-    return merged
-
-
-def _cross_checks(where: str, config: EdgeConfig) -> None:
-    tiling = config.tiling
-    if tiling.patch_size and tiling.overlap * 2 >= tiling.patch_size:
-        raise UserError(
-            f"{where}: [tiling] overlap must be less than half of patch_size "
-            f"({tiling.patch_size}), got {tiling.overlap}"
-        )
-    if config.mosaic.enabled and not config.mosaic.directory:
-        raise UserError(f"{where}: [mosaic] directory must be set when enabled = true")
-    sec = config.security
-    if sec.curve:
-        if not config.output.bind:
-            raise UserError(f'{where}: [output] mode must be "bind" when [security] curve = true')
-        needs = ["server_secret_key", "authorized_clients"]
-        if not config.input.bind:
-            needs += ["client_secret_key", "rig_public_key"]
-        for key in needs:
-            if not getattr(sec, key):
-                raise UserError(f"{where}: [security] {key} must be set when curve = true")
-
-
-def build_config(data: dict[str, Any], where: str = "config",
-                 overrides: dict[str, Any] | None = None) -> EdgeConfig:
-    """An EdgeConfig from parsed TOML (a dict) plus overrides; raises UserError naming the key."""
-    merged = _merge_overrides(data, overrides)
-    sections = {}
-    for name, values in merged.items():
-        if name not in CHECKS:
-            raise UserError(f"{where}: unknown section [{name}] (known: {', '.join(CHECKS)})")
-        sections[name] = _build_section(where, name, values)
-    config = EdgeConfig(**sections, source=where)
-    _cross_checks(where, config)
-    return config
-
-
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> EdgeConfig:
-    """Read and validate the daemon's TOML file (None: defaults only) and apply overrides."""
-    if path is None:
-        return build_config({}, "defaults", overrides)
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: configuration file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the configuration ({exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path.name}: invalid TOML ({exc})") from exc
-    return build_config(data, path.name, overrides)
-
-
-def to_toml(config: EdgeConfig) -> str:
-    """The effective configuration as TOML text (what `ssum edge check-config` prints)."""
-    lines = []
-    for section, values in config.to_dict().items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)

@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import zmq
 
+from edge.imaging.mosaic import MosaicBuilder, write_ome_tiff
 from edge.inference.bundle import default_bundle_path
 from edge.inference.converter import Converter
-from edge.protocol import Limits
+from edge.protocol import Kind, topic
 from edge.serve import sdnotify
 from edge.serve.config import EdgeConfig
 from edge.serve.metrics import EdgeMetrics, serve
-from edge.serve.pipeline import Pipeline, PipelineSettings
+from edge.serve.nvml import register_gpu_metrics
+from edge.serve.pipeline import Pipeline
 from edge.transport import OpenSocket, SocketOptions, open_socket
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ class ZmqSink:
 def subscriptions(topics: tuple[str, ...]) -> list[str]:
     """SUB prefixes: the configured ones plus the scan-end prefix of every tile/ prefix."""
     out = list(topics)
-    out += ["scan-end/" + t[len("tile/"):] for t in topics if t.startswith("tile/")]
+    tile, scan_end = topic(Kind.TILE), topic(Kind.SCAN_END)
+    out += [scan_end + t[len(tile):] for t in topics if t.startswith(tile)]
     return list(dict.fromkeys(out))
 
 
@@ -90,8 +93,6 @@ class MosaicWriter:
         directory.mkdir(parents=True, exist_ok=True)
 
     def add(self, header: dict, image: np.ndarray) -> None:
-        from edge.imaging.mosaic import MosaicBuilder
-
         entry = self._builders.get(header["scan_id"])
         if entry is None:
             pixel_size_nm = float(header["pixel_size_nm"])
@@ -100,8 +101,6 @@ class MosaicWriter:
         entry[0].add(image, header["x_nm"], header["y_nm"])
 
     def finish(self, scan_id: str, summary: dict) -> None:
-        from edge.imaging.mosaic import write_ome_tiff
-
         entry = self._builders.pop(scan_id, None)
         if entry is None:
             return
@@ -142,8 +141,6 @@ class Daemon:
         labels = self._converter.model_info
         self.metrics.set_model(**labels)
         if config.metrics.enabled:
-            from edge.serve.nvml import register_gpu_metrics
-
             register_gpu_metrics(self.metrics.registry)
             self._http, self.metrics_port = serve(
                 self.metrics, config.metrics.host, config.metrics.port
@@ -161,15 +158,7 @@ class Daemon:
 
     def _start_pipeline(self) -> None:
         config = self.config
-        settings = PipelineSettings(
-            max_batch=config.batching.max_batch,
-            max_delay_ms=config.batching.max_delay_ms,
-            capacity=config.queues.capacity,
-            overload=config.overload_policy,
-            limits=Limits(config.limits.max_width, config.limits.max_height,
-                          config.limits.max_bytes),
-            detect_gaps=config.input.socket == "sub",
-        )
+        settings = config.pipeline_settings()
         mosaic = None
         if config.mosaic.enabled:
             mosaic = MosaicWriter(Path(config.mosaic.directory), config.mosaic.refine)

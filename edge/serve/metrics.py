@@ -21,6 +21,7 @@ from prometheus_client import (
 
 from edge import __version__
 from edge.errors import UserError
+from edge.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ class EdgeMetrics:
 
     def _initialise_labels(self) -> None:
         """Export every known label value from the start, so rate() sees the first increment."""
-        from edge.protocol import ErrorCode
-
         for code in ErrorCode:
             self.rejected.labels(reason=code.value)
         for reason in DROP_REASONS:

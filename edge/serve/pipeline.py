@@ -30,6 +30,7 @@ import numpy as np
 from edge.inference.converter import Converter
 from edge.protocol import (
     ErrorCode,
+    Kind,
     Limits,
     ProtocolError,
     Tile,
@@ -38,12 +39,13 @@ from edge.protocol import (
     encode_error,
     encode_result,
     encode_scan_end,
+    topic,
 )
 from edge.serve.metrics import EdgeMetrics
 
 log = logging.getLogger(__name__)
 
-SCAN_END_TOPIC = b"scan-end/"
+SCAN_END_TOPIC = topic(Kind.SCAN_END).encode()
 _POLL_S = 0.1
 
 
@@ -52,12 +54,17 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+OVERLOAD_POLICIES = ("block", "drop-oldest")
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
-    max_batch: int = 8
+    """Batches take up to the converter's max_batch patches, waiting at most max_delay_ms for
+    more; each queue holds `capacity` items; `overload` is one of OVERLOAD_POLICIES."""
+
     max_delay_ms: float = 5.0
     capacity: int = 64
-    overload: str = "block"  # or "drop-oldest"
+    overload: str = "block"
     limits: Limits = field(default_factory=Limits)
     detect_gaps: bool = True
 
@@ -364,11 +371,11 @@ class Pipeline:
             batch: list[tuple[TileJob, int, int]] = []
             size = 0
             deadline = 0.0
-            while size < self.settings.max_batch:
+            while size < self.converter.max_batch:
                 if current is not None and current.patches is not None \
                         and current.cursor < len(current.patches):
                     take = min(len(current.patches) - current.cursor,
-                               self.settings.max_batch - size)
+                               self.converter.max_batch - size)
                     batch.append((current, current.cursor, current.cursor + take))
                     current.cursor += take
                     size += take

@@ -21,13 +21,20 @@ import zmq
 from edge.errors import UserError
 from edge.imaging.imageio import read_image, to_float01, write_png8, write_tiff16
 from edge.imaging.mosaic import MosaicBuilder, write_ome_tiff
-from edge.protocol import UNKNOWN_SCAN, ProtocolError, decode_message, is_valid_scan_id
+from edge.protocol import (
+    UNKNOWN_SCAN,
+    Kind,
+    ProtocolError,
+    decode_message,
+    is_valid_scan_id,
+    topic,
+)
 from edge.transport import CurveOptions, SocketOptions, open_socket
 
 log = logging.getLogger(__name__)
 
 SOCKET_KINDS = ("sub", "pull")
-TOPICS = ("sem/", "error/", "scan-end/")
+TOPICS = tuple(topic(kind) for kind in (Kind.SEM, Kind.ERROR, Kind.SCAN_END))
 PREVIEW_MAX_SIDE = 2048
 
 
@@ -153,12 +160,12 @@ class Consumer:
             self.collector(scan_id).add_error(record | {"origin": "consumer"})
             return
         scan = self.collector(_safe_scan_id(message.scan_id))
-        if message.kind == "sem" and message.image is not None:
+        if message.kind == Kind.SEM and message.image is not None:
             scan.add_tile(message.header, message.image, t_receive)
-        elif message.kind == "error":
+        elif message.kind == Kind.ERROR:
             log.warning("error for scan %s: %s", scan.scan_id, message.header.get("message"))
             scan.add_error(message.header)
-        elif message.kind == "scan-end":
+        elif message.kind == Kind.SCAN_END:
             self.finish(scan, message.header)
         else:
             log.debug("ignoring %s message for scan %s", message.kind, scan.scan_id)

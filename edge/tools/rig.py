@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from edge.errors import UserError
-from edge.protocol import encode_scan_end, encode_tile, is_valid_scan_id
+from edge.protocol import Kind, encode_scan_end, encode_tile, is_valid_scan_id, topic
 from edge.tools.scanfile import read_scan
 from edge.transport import CurveOptions, SocketOptions, open_socket
 
@@ -40,19 +40,19 @@ class ReplayStats:
         return self.tiles_sent / self.duration_s if self.duration_s > 0 else 0.0
 
 
-def wait_for_subscribers(socket: Any, topic: bytes, count: int, timeout_s: float) -> int:
-    """Block until `count` subscriptions matching `topic` reached this XPUB socket."""
+def wait_for_subscribers(socket: Any, scan_topic: bytes, count: int, timeout_s: float) -> int:
+    """Block until `count` subscriptions covering `scan_topic` reached this XPUB socket."""
     seen = 0
     deadline = time.monotonic() + timeout_s
     while seen < count:
         remaining_ms = int((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0 or not socket.poll(remaining_ms, zmq.POLLIN):
             raise UserError(
-                f"only {seen} of {count} subscriber(s) for {topic.decode()!r} after {timeout_s:g} s "
+                f"only {seen} of {count} subscriber(s) for {scan_topic.decode()!r} after {timeout_s:g} s "
                 "(is the daemon running and connected to this endpoint?)"
             )
         event = socket.recv()
-        if event[:1] == b"\x01" and topic.startswith(event[1:]):
+        if event[:1] == b"\x01" and scan_topic.startswith(event[1:]):
             seen += 1
             log.info("subscriber %d/%d: prefix %r", seen, count, event[1:].decode(errors="replace"))
     return seen
@@ -137,8 +137,8 @@ def replay_scan(
     try:
         subscribers = 0
         if socket == "pub" and wait_subscribers > 0:
-            topic = f"tile/{scan_ids[0]}".encode()
-            subscribers = wait_for_subscribers(sock, topic, wait_subscribers, timeout_s)
+            first = topic(Kind.TILE, scan_ids[0]).encode()
+            subscribers = wait_for_subscribers(sock, first, wait_subscribers, timeout_s)
         started = time.monotonic()
         wait = pacer(rate_hz)
         sent = 0

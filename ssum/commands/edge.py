@@ -9,7 +9,8 @@ from edge.errors import UserError
 from edge.inference.backends import tensorrt_build
 from edge.inference.bundle import PRECISIONS, default_bundle_path, load_bundle
 from edge.inference.engine_cache import EngineCache
-from edge.serve.config import DEFAULTS, load_config, to_toml
+from edge.serve.config import DEFAULTS
+from edge.serve.config_file import load_config, to_toml
 from edge.serve.daemon import run_daemon
 
 # flag -> the configuration key it overrides

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.imaging.imageio import list_images, read_image
+from edge.imaging.registration import register, valid_rectangle
 from trainer.evaluation import metrics
 from trainer.evaluation.baselines import BASELINES, matched_psf
 from trainer.evaluation.frc import frc_resolution
@@ -179,8 +180,6 @@ def align_to_reference(images: dict[str, np.ndarray],
     """Bring input and prediction into the reference's frame with ONE transform per pair,
     estimated from the input (method-independent: every method is warped alike), and crop all
     images to the rectangle where the warped input has real pixels, less `border_px`."""
-    from edge.imaging.registration import register, valid_rectangle
-
     reg = register(images["input"], images["ref"])
     top, bottom, left, right = valid_rectangle(reg.valid_mask(images["input"].shape, images["ref"].shape))
     crop = np.s_[top + border_px : bottom - border_px, left + border_px : right - border_px]

@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 
 from edge.errors import UserError
-from edge.imaging.imageio import write_tiff16
+from edge.imaging.imageio import list_images, read_image, write_tiff16
+from edge.imaging.resample import rescale_to_pixel_size
 from trainer.sim.layout import LayoutParams, generate_layout
-from trainer.sim.optics import OpticsParams, capture, render_osr_clean
+from trainer.sim.optics import OpticsParams, capture, degrade_sem_to_osr, render_osr_clean
 from trainer.sim.sem import SemParams, render_sem
 
 log = logging.getLogger(__name__)
@@ -155,10 +156,6 @@ def write_degraded_pairs(
     Each SEM image is resampled from `source_pixel_nm` to `pixel_size_nm` (the model's) and put
     through the simulator's optical forward model (`degrade_sem_to_osr`). Writes the same layout
     as `write_pairs`: out/osr, out/sem (16-bit, same names as the sources) and out/meta.json."""
-    from edge.imaging.imageio import list_images, read_image
-    from edge.inference.preprocess import rescale_to_pixel_size
-    from trainer.sim.optics import degrade_sem_to_osr
-
     out = Path(out)
     sources = list_images(sem_dir)
     if not sources:

@@ -9,6 +9,7 @@ import logging
 
 from edge.errors import UserError
 from edge.inference.backends.base import Backend, check_batch
+from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.inference.bundle import Bundle
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,5 @@ def load_backend(bundle: Bundle, name: str = "onnxruntime", precision: str = "fp
 
 
 def _onnxruntime(bundle: Bundle, precision: str, device: str | None, threads: int | None) -> Backend:
-    from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
-
     model = bundle.model("onnx", precision)
     return OnnxRuntimeBackend(model.path, precision=precision, device=device, threads=threads)
