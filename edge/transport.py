@@ -8,6 +8,8 @@ admitted client keys); a connecting one is a client (its secret key and the serv
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +74,22 @@ def open_socket(context: zmq.Context, kind: int, endpoint: str, bind: bool,
             server.stop()
         raise
     return OpenSocket(socket, server)
+
+
+@contextmanager
+def socket_in(context: zmq.Context | None, kind: int, endpoint: str, bind: bool,
+              options: SocketOptions = SocketOptions()) -> Iterator[zmq.Socket]:
+    """`open_socket` for a block: on `context`, or on a context of its own (terminated after)."""
+    ctx = context or zmq.Context()
+    try:
+        opened = open_socket(ctx, kind, endpoint, bind, options)
+        try:
+            yield opened.socket
+        finally:
+            opened.close()
+    finally:
+        if context is None:
+            ctx.term()
 
 
 def _configure(socket: zmq.Socket, kind: int, options: SocketOptions) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import UserError
+from edge.files import read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "ssum-bundle"
@@ -126,10 +127,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise UserError(f"{path}: not a model bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{manifest_path}: invalid JSON ({exc})") from exc
+    manifest = read_json(manifest_path, "a model bundle manifest")
     problems = validate_manifest(manifest)
     if problems:
         raise UserError(f"{manifest_path}: " + "; ".join(problems))

@@ -29,7 +29,7 @@ from edge.protocol import (
     is_valid_scan_id,
     topic,
 )
-from edge.transport import CurveOptions, SocketOptions, open_socket
+from edge.transport import CurveOptions, SocketOptions, socket_in
 
 log = logging.getLogger(__name__)
 
@@ -198,26 +198,14 @@ def consume(
     if scans < 1:
         raise UserError(f"scans must be >= 1, got {scans}")
     consumer = Consumer(Path(out_dir), mosaic, refine)
-    ctx = context or zmq.Context()
     options = SocketOptions(curve=curve, subscribe=TOPICS if socket == "sub" else ())
-    try:
-        opened = open_socket(ctx, zmq.SUB if socket == "sub" else zmq.PULL, endpoint, bind,
-                             options)
-    except BaseException:
-        if context is None:
-            ctx.term()
-        raise
-    sock = opened.socket
-    try:
+    kind = zmq.SUB if socket == "sub" else zmq.PULL
+    with socket_in(context, kind, endpoint, bind, options) as sock:
         while len(consumer.result.completed) < scans:
             if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
                 consumer.result.timed_out = True
                 break
             consumer.handle(sock.recv_multipart())
-    finally:
-        opened.close()
-        if context is None:
-            ctx.term()
     for scan in consumer.scans.values():
         if scan.scan_id not in consumer.result.summaries:
             consumer.finish(scan, None)

@@ -20,7 +20,7 @@ import zmq
 from edge.errors import UserError
 from edge.protocol import Kind, encode_scan_end, encode_tile, is_valid_scan_id, topic
 from edge.tools.scanfile import read_scan
-from edge.transport import CurveOptions, SocketOptions, open_socket
+from edge.transport import CurveOptions, SocketOptions, socket_in
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +122,11 @@ def replay_scan(
         raise UserError(f"scan id {base_id!r} must be non-empty, without '/' or whitespace")
     scan_ids = [base_id] if repeat == 1 else [f"{base_id}-r{k}" for k in range(1, repeat + 1)]
 
-    ctx = context or zmq.Context()
     timeout_ms = int(timeout_s * 1000)
     options = SocketOptions(curve=curve, linger_ms=timeout_ms, timeout_ms=timeout_ms,
                             xpub_verbose=socket == "pub")
-    try:
-        opened = open_socket(ctx, zmq.XPUB if socket == "pub" else zmq.PUSH, endpoint, bind,
-                             options)
-    except BaseException:
-        if context is None:
-            ctx.term()
-        raise
-    sock = opened.socket
-    try:
+    kind = zmq.XPUB if socket == "pub" else zmq.PUSH
+    with socket_in(context, kind, endpoint, bind, options) as sock:
         subscribers = 0
         if socket == "pub" and wait_subscribers > 0:
             first = topic(Kind.TILE, scan_ids[0]).encode()
@@ -146,8 +138,4 @@ def replay_scan(
             sent += publish_tiles(sock, recording, one_id, wait, first_index=sent)
             log.info("replayed scan %s (%d tiles)", one_id, len(recording.tiles))
         duration = time.monotonic() - started
-    finally:
-        opened.close()
-        if context is None:
-            ctx.term()
     return ReplayStats(scan_ids, sent, len(scan_ids), subscribers, duration)

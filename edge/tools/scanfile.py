@@ -15,6 +15,7 @@ import numpy as np
 import tifffile
 
 from edge.errors import UserError
+from edge.files import read_json
 
 FORMAT = "ssum-scan"
 VERSION = 1
@@ -186,12 +187,7 @@ def read_scan(path: str | Path) -> ScanRecording:
     if path.name == MANIFEST:
         path = path.parent
     where = path / MANIFEST
-    if not where.is_file():
-        raise UserError(f"{where}: no such file (not a scan directory)")
-    try:
-        manifest = json.loads(where.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{where}: not valid JSON ({exc})") from exc
+    manifest = read_json(where, "a scan directory")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{where}: not an {FORMAT} manifest")
     if manifest.get("version") != VERSION:
