@@ -28,3 +28,15 @@ def curve_from_args(args: argparse.Namespace) -> CurveOptions | None:
             raise UserError("CURVE options need --curve-secret-key")
         return None
     return CurveOptions(args.curve_secret_key, args.curve_authorized_clients, args.curve_server_key)
+
+
+def add_socket_arguments(parser: argparse.ArgumentParser, endpoint: str, kinds: tuple[str, ...],
+                         bind: bool, what: str) -> None:
+    """--endpoint, --socket (the first kind by default) and --bind/--connect."""
+    parser.add_argument("--endpoint", default=endpoint, help=f"{what} (default {endpoint})")
+    parser.add_argument("--socket", choices=kinds, default=kinds[0], help=f"default: {kinds[0]}")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--bind", dest="bind", action="store_true", default=bind,
+                      help="(default)" if bind else None)
+    mode.add_argument("--connect", dest="bind", action="store_false",
+                      help=None if bind else "(default)")

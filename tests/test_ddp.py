@@ -1,19 +1,13 @@
 """Two CPU processes (gloo) train the tiny model with DistributedDataParallel."""
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
 
+from edge.tools.supervise import free_port
 from trainer.presets import preset
 from trainer.toy import write_toy_pairs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, data: str, out: str, model: str) -> None:
@@ -36,7 +30,7 @@ def _run(tmp_path, model):
     data = write_toy_pairs(tmp_path / "pairs", n=9, size=40, seed=2)
     out = tmp_path / "run"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(out), model), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(out), model), nprocs=2, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)], out
 
 

@@ -7,18 +7,13 @@ import sys
 from pathlib import Path
 
 from edge.tools.consume import SOCKET_KINDS, consume
-from ssum.arguments import add_curve_arguments, curve_from_args
+from ssum.arguments import add_curve_arguments, add_socket_arguments, curve_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's output")
+    add_socket_arguments(parser, "tcp://127.0.0.1:5556", SOCKET_KINDS, bind=False,
+                         what="the daemon's output")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--socket", choices=SOCKET_KINDS, default="sub", help="default: sub")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--connect", dest="bind", action="store_false", default=False, help="(default)"
-    )
-    mode.add_argument("--bind", dest="bind", action="store_true")
     parser.add_argument("--scans", type=int, default=1, help="exit after N scan-ends (default 1)")
     parser.add_argument(
         "--timeout",

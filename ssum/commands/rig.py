@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edge.tools.rig import SOCKET_KINDS, replay_scan
-from ssum.arguments import add_curve_arguments, curve_from_args
+from ssum.arguments import add_curve_arguments, add_socket_arguments, curve_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "order, with protocol v1 headers, then a scan-end message.",
     )
     replay.add_argument("scan", type=Path, help="scan directory (or its scan.json)")
-    replay.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint")
-    replay.add_argument("--socket", choices=SOCKET_KINDS, default="pub", help="default: pub")
-    mode = replay.add_mutually_exclusive_group()
-    mode.add_argument("--bind", dest="bind", action="store_true", default=True, help="(default)")
-    mode.add_argument("--connect", dest="bind", action="store_false")
+    add_socket_arguments(replay, "tcp://127.0.0.1:5555", SOCKET_KINDS, bind=True,
+                         what="ZeroMQ endpoint")
     replay.add_argument("--rate", type=float, default=None, help="tiles per second (default: max)")
     replay.add_argument("--scan-id", default=None, help="override the recording's scan id")
     replay.add_argument("--repeat", type=int, default=1, help="send the scan N times (ids -rK)")
