@@ -19,13 +19,18 @@ import numpy as np
 PROTOCOL_VERSION = 1
 DTYPES = {"uint8": "|u1", "uint16": "<u2", "float32": "<f4"}
 MAX_HEADER_BYTES = 1 << 20
+MAX_SCAN_ID_CHARS = 256
+MAX_TOPIC_BYTES = 16 + 4 * MAX_SCAN_ID_CHARS  # the longest kind, "/", a scan id in UTF-8
+MAX_INT = 2**31 - 1  # integer fields (seq, row, col, width, height, n_tiles)
+MAX_NUMBER = 2.0**53  # magnitude of the number fields (x_nm, y_nm, pixel_size_nm, t_capture)
+MAX_MESSAGE_CHARS = 1000  # of an error answer's message
 UNKNOWN_SCAN = "unknown"
 
 INT_FIELDS = ("seq", "row", "col", "width", "height")
 NUMBER_FIELDS = ("x_nm", "y_nm", "pixel_size_nm", "t_capture")
 REQUIRED_FIELDS = ("v", "scan_id", *INT_FIELDS, *NUMBER_FIELDS, "dtype")
 ERROR_CONTEXT_FIELDS = ("seq", "row", "col", "x_nm", "y_nm", "t_capture")
-_BAD_SCAN_ID = re.compile(r"[/\\\s\x00-\x1f\x7f]")
+_BAD_SCAN_ID = re.compile(r"[/\\\s\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # C0, C1, surrogates
 
 
 class Kind(enum.StrEnum):
@@ -93,11 +98,18 @@ class Message:
     image: np.ndarray | None
 
 
+@dataclass
+class ScanEnd:
+    scan_id: str
+    header: dict
+
+
 def is_valid_scan_id(value: Any) -> bool:
-    """Non-empty string usable in a topic and as a directory name."""
+    """Non-empty string usable in a topic and as a directory name (no separators, whitespace,
+    control characters or lone surrogates)."""
     return (
         isinstance(value, str)
-        and 0 < len(value) <= 256
+        and 0 < len(value) <= MAX_SCAN_ID_CHARS
         and value not in (".", "..")
         and not _BAD_SCAN_ID.search(value)
     )
@@ -113,14 +125,23 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
 def _parse_header(raw: memoryview, scan_id: str) -> dict:
+    """The header as a dict in which every number is finite (so every answer can be encoded)."""
     if raw.nbytes > MAX_HEADER_BYTES:
         raise ProtocolError(
             ErrorCode.OVERSIZE, f"header is {raw.nbytes} bytes (max {MAX_HEADER_BYTES})", scan_id
         )
     try:
-        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant,
+                            parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(
             ErrorCode.BAD_JSON, f"header is not valid JSON: {exc}", scan_id
         ) from exc
@@ -135,6 +156,8 @@ def _parse_header(raw: memoryview, scan_id: str) -> dict:
 
 def _topic_parts(raw: memoryview) -> tuple[str, str] | None:
     """(kind, scan_id) from a topic `kind/scan_id`, or None when it has no such form."""
+    if raw.nbytes > MAX_TOPIC_BYTES:
+        return None
     try:
         topic = bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
@@ -148,7 +171,8 @@ def _split_topic(raw: memoryview) -> tuple[str, str]:
     parts = _topic_parts(raw)
     if parts is None:
         topic = bytes(raw[:80]).decode("utf-8", errors="replace")
-        raise ProtocolError(ErrorCode.BAD_TOPIC, f"topic {topic!r} is not '<kind>/<scan_id>'")
+        raise ProtocolError(ErrorCode.BAD_TOPIC, f"topic {topic!r} is not '<kind>/<scan_id>' "
+                                                 f"(at most {MAX_TOPIC_BYTES} bytes of UTF-8)")
     return parts
 
 
@@ -160,12 +184,19 @@ def _check_frames(frames: Sequence[Any]) -> list[memoryview]:
     return [_buffer(frame) for frame in frames]
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    """A JSON number of sane magnitude (huge integers are not rejected by json.loads)."""
+    return (_is_int(value) or isinstance(value, float)) and abs(value) <= MAX_NUMBER
 
 
 def _validate_tile_header(header: dict, scan_id: str) -> None:
@@ -187,26 +218,27 @@ def _validate_tile_header(header: dict, scan_id: str) -> None:
     if not is_valid_scan_id(header["scan_id"]):
         raise fail(
             ErrorCode.BAD_FIELD,
-            f"scan_id must be a non-empty string without '/' or whitespace, got {header['scan_id']!r}",
+            "scan_id must be a non-empty string of at most 256 characters without '/', '\\', "
+            f"whitespace or control characters, got {_shown(header['scan_id'])}",
         )
     for name in INT_FIELDS:
         value = header[name]
         minimum = 1 if name in ("width", "height") else 0
-        if not _is_int(value) or value < minimum:
-            raise fail(
-                ErrorCode.BAD_FIELD, f"{name} must be an integer >= {minimum}, got {value!r}"
-            )
+        if not _is_int(value) or not minimum <= value <= MAX_INT:
+            raise fail(ErrorCode.BAD_FIELD,
+                       f"{name} must be an integer in [{minimum}, {MAX_INT}], got {_shown(value)}")
     for name in NUMBER_FIELDS:
         if not _is_number(header[name]):
-            raise fail(ErrorCode.BAD_FIELD, f"{name} must be a finite number, got {header[name]!r}")
+            raise fail(ErrorCode.BAD_FIELD, f"{name} must be a number of magnitude <= 2**53, "
+                                            f"got {_shown(header[name])}")
     if header["pixel_size_nm"] <= 0:
         raise fail(
-            ErrorCode.BAD_FIELD, f"pixel_size_nm must be > 0, got {header['pixel_size_nm']!r}"
+            ErrorCode.BAD_FIELD, f"pixel_size_nm must be > 0, got {_shown(header['pixel_size_nm'])}"
         )
     if not isinstance(header["dtype"], str) or header["dtype"] not in DTYPES:
         raise fail(
             ErrorCode.UNKNOWN_DTYPE,
-            f"dtype {header['dtype']!r} is not one of {', '.join(DTYPES)}",
+            f"dtype {_shown(header['dtype'])} is not one of {', '.join(DTYPES)}",
         )
 
 
@@ -273,7 +305,8 @@ def decode_tile(frames: Sequence[Any], limits: Limits = Limits()) -> Tile:
     if topic_scan != header["scan_id"]:
         raise ProtocolError(
             ErrorCode.BAD_TOPIC,
-            f"topic scan id {topic_scan!r} does not match header scan_id {header['scan_id']!r}",
+            f"topic scan id {_shown(topic_scan)} does not match header scan_id "
+            f"{_shown(header['scan_id'])}",
             scan_id,
             header,
         )
@@ -350,13 +383,14 @@ def encode_result(input_header: dict, image: np.ndarray, extra: dict) -> list[by
 def encode_error(
     scan_id: str, code: ErrorCode, message: str, header: dict | None = None
 ) -> list[bytes]:
-    """An error message; identifying fields (seq, row, col, ...) are copied from the input header."""
+    """An error message; the identifying fields (seq, row, col, ...) of the input header are
+    copied when they are numbers of sane magnitude (the input may be anything)."""
     scan_id = scan_id if is_valid_scan_id(scan_id) else UNKNOWN_SCAN
     out: dict[str, Any] = {"v": PROTOCOL_VERSION, "scan_id": scan_id}
     for name in ERROR_CONTEXT_FIELDS:
-        if header and name in header:
+        if header and _is_number(header.get(name)):
             out[name] = header[name]
-    out.update(error=ErrorCode(code).value, message=message)
+    out.update(error=ErrorCode(code).value, message=message[:MAX_MESSAGE_CHARS])
     return [topic(Kind.ERROR, scan_id).encode(), _dump(out), b""]
 
 
@@ -366,6 +400,35 @@ def encode_scan_end(scan_id: str, fields: dict) -> list[bytes]:
         raise ValueError(f"invalid scan_id {scan_id!r}")
     out = {"v": PROTOCOL_VERSION, **fields, "scan_id": scan_id}
     return [topic(Kind.SCAN_END, scan_id).encode(), _dump(out), b""]
+
+
+def decode_scan_end(frames: Sequence[Any]) -> ScanEnd:
+    """Validate a scan-end message like a tile: topic, header, version, n_tiles, no pixels."""
+    topic_raw, header_raw, pixels = _check_frames(frames)
+    kind, topic_scan = _topic_parts(topic_raw) or ("", "")
+    if kind != Kind.SCAN_END or not is_valid_scan_id(topic_scan):
+        raise ProtocolError(ErrorCode.BAD_TOPIC, f"expected topic 'scan-end/<scan_id>' with a "
+                            f"valid scan id, got {_shown(bytes(topic_raw[:80]))}")
+    header = _parse_header(header_raw, topic_scan)
+
+    def fail(code: ErrorCode, message: str) -> ProtocolError:
+        return ProtocolError(code, message, topic_scan, header)
+
+    if header.get("scan_id") != topic_scan:
+        raise fail(ErrorCode.BAD_TOPIC, f"topic scan id {topic_scan!r} does not match header "
+                                        f"scan_id {_shown(header.get('scan_id'))}")
+    if "v" not in header:
+        raise fail(ErrorCode.MISSING_FIELD, "header has no 'v' (protocol version)")
+    if not _is_int(header["v"]) or header["v"] != PROTOCOL_VERSION:
+        raise fail(ErrorCode.UNSUPPORTED_VERSION,
+                   f"protocol version {_shown(header['v'])} is not supported")
+    n_tiles = header.get("n_tiles", 0)
+    if not _is_int(n_tiles) or not 0 <= n_tiles <= MAX_INT:
+        raise fail(ErrorCode.BAD_FIELD, f"n_tiles must be an integer in [0, {MAX_INT}], "
+                                        f"got {_shown(n_tiles)}")
+    if pixels.nbytes:
+        raise fail(ErrorCode.BYTE_COUNT, f"a scan-end carries no pixels, got {pixels.nbytes} bytes")
+    return ScanEnd(topic_scan, header)
 
 
 def decode_message(frames: Sequence[Any]) -> Message:
@@ -378,12 +441,17 @@ def decode_message(frames: Sequence[Any]) -> Message:
     if kind == Kind.TILE:
         tile = decode_tile(frames)
         return Message(kind, tile.scan_id, tile.header, tile.image)
-    header = _parse_header(header_raw, topic_scan or UNKNOWN_SCAN)
+    if kind == Kind.SCAN_END:
+        end = decode_scan_end(frames)
+        return Message(kind, end.scan_id, end.header, None)
+    scan_id = topic_scan if is_valid_scan_id(topic_scan) else UNKNOWN_SCAN
+    header = _parse_header(header_raw, scan_id)
     if header.get("scan_id") != topic_scan:
         raise ProtocolError(
             ErrorCode.BAD_TOPIC,
-            f"topic scan id {topic_scan!r} does not match header scan_id {header.get('scan_id')!r}",
-            topic_scan or UNKNOWN_SCAN,
+            f"topic scan id {_shown(topic_scan)} does not match header scan_id "
+            f"{_shown(header.get('scan_id'))}",
+            scan_id,
             header,
         )
     image = None

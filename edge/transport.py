@@ -33,7 +33,8 @@ class CurveOptions:
 @dataclass(frozen=True)
 class SocketOptions:
     """hwm: send or receive high-water mark (by the socket's direction), None: ZeroMQ's;
-    timeout_ms: send timeout (zmq.Again after it), None: block."""
+    timeout_ms: send timeout (zmq.Again after it), None: block; max_message_bytes: ZeroMQ
+    disconnects a peer that sends a larger frame, before it is received (None: no limit)."""
 
     curve: CurveOptions | None = None
     hwm: int | None = None
@@ -41,6 +42,7 @@ class SocketOptions:
     timeout_ms: int | None = None
     subscribe: tuple[str, ...] = ()
     xpub_verbose: bool = False
+    max_message_bytes: int | None = None
 
 
 class OpenSocket:
@@ -103,6 +105,8 @@ def _configure(socket: zmq.Socket, kind: int, options: SocketOptions) -> None:
         socket.sndtimeo = options.timeout_ms
     if options.xpub_verbose:
         socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+    if options.max_message_bytes is not None:
+        socket.maxmsgsize = options.max_message_bytes
     for topic in options.subscribe:
         socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
 

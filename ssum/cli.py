@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "train": "train the CycleGAN (or pix2pix) generator",
     "export": "export a trained generator as a model bundle",
     "calibrate": "quantize a bundle to INT8/FP16 behind a quality gate",
+    "bundle": "what a model bundle is; sign and verify its manifest",
     "edge": "the conversion daemon (run, build-engine, check-config)",
     "rig": "rig tools: replay a recorded scan as the SSUM rig publishes it",
     "convert": "convert image files offline with a model bundle",

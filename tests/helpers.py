@@ -17,6 +17,7 @@ from edge.imaging.imageio import to_float01
 from edge.inference.converter import Converter
 from edge.protocol import Message, decode_message
 from edge.serve.config_file import build_config, to_toml
+from edge.serve.metrics import EdgeMetrics
 from edge.tools.supervise import free_port
 
 
@@ -80,6 +81,33 @@ def fake_converter(patch: int = 32, delay_s: float = 0.0, fail_above: float | No
 def fake_offline(raw: np.ndarray) -> np.ndarray:
     """What the fake converter produces for a raw tile (float [0, 1])."""
     return 1.0 - to_float01(raw)
+
+
+class ListSink:
+    """A pipeline sink keeping every message it is sent, decoded."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def send(self, frames: list[bytes]) -> None:
+        with self.lock:
+            self.messages.append(decode_message(frames))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def kinds(self, kind: str) -> list[Message]:
+        return [m for m in self.messages if m.kind == kind]
+
+
+def assert_accounted(metrics: EdgeMetrics, in_flight: int = 0) -> None:
+    """Every message read is published, rejected, dropped or still in flight."""
+    value = metrics.counter_value
+    received = value("tiles_received")
+    ended = value("tiles_published") + value("tiles_rejected") + value("tiles_dropped")
+    assert received == ended + in_flight, (received, ended, in_flight)
 
 
 def endpoint() -> str:

@@ -41,7 +41,7 @@ def wait_idle(port: int, received: int, timeout_s: float = 60) -> dict[str, floa
     while True:
         m = scrape(port)
         done = sum(m.get(f"ssum_edge_tiles_{k}_total", 0) for k in
-                   ("converted", "rejected", "dropped"))
+                   ("published", "rejected", "dropped"))
         if m.get("ssum_edge_tiles_received_total") == received and done == received:
             return m
         if time.monotonic() > deadline:
@@ -100,6 +100,7 @@ def test_a_replayed_scan_comes_back_converted_complete_and_in_order(tmp_path, ct
         assert end.header["converted"] == len(recording.tiles)
         metrics = wait_idle(daemon.metrics_port, len(recording.tiles))
         assert metrics["ssum_edge_tiles_converted_total"] == len(recording.tiles)
+        assert metrics["ssum_edge_tiles_published_total"] == len(recording.tiles)
         assert metrics["ssum_edge_scans_completed_total"] == 1
         if shutil.which("promtool"):
             check = subprocess.run(["promtool", "check", "metrics"], capture_output=True,
@@ -152,6 +153,7 @@ def test_malformed_messages_get_errors_while_good_tiles_flow(ctx, collector, tin
         metrics = wait_idle(daemon.metrics_port, 3 + len(bad))
         assert metrics["ssum_edge_tiles_rejected_total"] == len(bad)
         assert metrics["ssum_edge_tiles_converted_total"] == 3
+        assert metrics["ssum_edge_tiles_published_total"] == 3
     finally:
         push.close(linger=0)
         daemon.stop()
@@ -203,7 +205,7 @@ def test_two_daemons_pull_from_one_push_and_every_tile_arrives_once(ctx, collect
         seqs = sorted(m.header["seq"] for m in consumer.kinds("sem"))
         assert seqs == list(range(n)) and len(consumer.messages) == n
         shares = [wait_idle(d.metrics_port, d.metrics.counter_value("tiles_received"))
-                  ["ssum_edge_tiles_converted_total"] for d in daemons]
+                  ["ssum_edge_tiles_published_total"] for d in daemons]
         assert sum(shares) == n and min(shares) > 0
     finally:
         push.close(linger=0)
@@ -232,7 +234,7 @@ def test_drop_oldest_under_overload_on_sub_counts_drops(ctx):
         metrics = wait_idle(daemon.metrics_port, n)
         dropped = metrics["ssum_edge_tiles_dropped_total"]
         assert dropped > 0
-        assert metrics["ssum_edge_tiles_converted_total"] + dropped == n
+        assert metrics["ssum_edge_tiles_published_total"] + dropped == n
         assert f'ssum_edge_tiles_dropped_total{{reason="queue_full"}} {dropped}' in \
             fetch_metrics(daemon.metrics_port)
     finally:
@@ -284,11 +286,12 @@ def test_sigterm_mid_stream_loses_nothing_in_flight(tmp_path, ctx, collector, ti
         proc.send_signal(signal.SIGTERM)  # mid-stream: tiles are queued in every stage
         assert proc.wait(timeout=60) == 0
         text = log_path.read_text()
-        match = re.search(r"stopped: received (\d+), converted (\d+), rejected (\d+), "
-                          r"dropped (\d+)", text)
+        match = re.search(r"stopped: received (\d+), published (\d+), rejected (\d+), "
+                          r"dropped (\d+), in flight 0 \(converted (\d+)\)", text)
         assert match, text
-        received, converted, rejected, dropped = map(int, match.groups())
-        assert received >= 10 and converted == received and rejected == dropped == 0
+        received, published, rejected, dropped, converted = map(int, match.groups())
+        assert received >= 10 and published == converted == received
+        assert rejected == dropped == 0
         in_flight = int(re.search(r"draining (\d+) item", text).group(1))
         assert in_flight > 0, text
         consumer.wait_for(lambda ms: len(ms) >= received, 30)

@@ -20,10 +20,13 @@ from edge.serve.nvml import register_gpu_metrics
 CONTRACT = {
     "ssum_edge_tiles_received": ("counter", set()),
     "ssum_edge_tiles_converted": ("counter", set()),
+    "ssum_edge_tiles_published": ("counter", set()),
     "ssum_edge_tiles_rejected": ("counter", {"reason"}),
     "ssum_edge_tiles_dropped": ("counter", {"reason"}),
     "ssum_edge_sequence_gaps": ("counter", set()),
     "ssum_edge_scans_completed": ("counter", set()),
+    "ssum_edge_messages_lost": ("counter", {"kind", "reason"}),
+    "ssum_edge_open_scans": ("gauge", set()),
     "ssum_edge_tile_latency_seconds": ("histogram", set()),
     "ssum_edge_stage_latency_seconds": ("histogram", {"stage"}),
     "ssum_edge_batch_size": ("histogram", set()),
@@ -84,7 +87,11 @@ def test_every_reason_and_stage_is_exported_before_it_happens():
     reasons = {s.labels["reason"] for s in found["ssum_edge_tiles_rejected"].samples}
     assert reasons == {code.value for code in ErrorCode}
     drops = {s.labels["reason"] for s in found["ssum_edge_tiles_dropped"].samples}
-    assert drops == {"queue_full", "shutdown"}
+    assert drops == {"queue_full", "shutdown", "send_failed"}
+    lost = {(s.labels["kind"], s.labels["reason"])
+            for s in found["ssum_edge_messages_lost"].samples}
+    assert lost == {(k, r) for k in ("error", "scan-end")
+                    for r in ("queue_full", "shutdown", "send_failed")}
     stages = {s.labels["stage"] for s in found["ssum_edge_stage_latency_seconds"].samples}
     assert stages == {"preprocess", "queue", "infer", "blend", "publish"}
 

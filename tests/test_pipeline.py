@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
 import pytest
-from helpers import FAKE_LABEL, fake_converter, fake_offline
+from helpers import FAKE_LABEL, ListSink, assert_accounted, fake_converter, fake_offline
 
 from edge.inference.converter import Converter
-from edge.protocol import ErrorCode, decode_message, encode_scan_end, encode_tile
+from edge.protocol import ErrorCode, encode_scan_end, encode_tile
 from edge.serve.metrics import EdgeMetrics
 from edge.serve.pipeline import Pipeline, PipelineSettings
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.closed = False
-        self.lock = threading.Lock()
-
-    def send(self, frames: list[bytes]) -> None:
-        with self.lock:
-            self.messages.append(decode_message(frames))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def kinds(self, kind: str) -> list:
-        return [m for m in self.messages if m.kind == kind]
 
 
 def tile_frames(scan_id: str, seq: int, image: np.ndarray) -> list[bytes]:
@@ -61,6 +43,7 @@ def run_pipeline(converter: Converter, messages: list[list[bytes]], max_batch: i
     for frames in messages:
         pipeline.submit(frames)
     assert pipeline.close(drain=True, timeout_s=30)
+    assert_accounted(metrics)
     return sink, metrics, pipeline
 
 

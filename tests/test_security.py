@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from helpers import endpoint as free_endpoint
 
 from edge.errors import UserError
 from edge.security import CurveServer, configure_client, generate_keypair, load_public_key
@@ -181,10 +182,9 @@ def _replay_over_curve(tmp_path: Path, keys: dict[str, Path], who: str, timeout_
 
     scan = sim_scan.simulate_scan(tmp_path / "scan", rows=1, cols=2, tile=32, overlap=8, seed=0)
     context = zmq.Context()
-    port = context.socket(zmq.PUB)  # reserve a free port, then hand it to the rig
-    endpoint = f"tcp://127.0.0.1:{port.bind_to_random_port('tcp://127.0.0.1')}"
-    port.close()
+    endpoint = free_endpoint()  # a ZeroMQ socket's close releases its port only later
     sub = _client(context, keys, zmq.SUB, who)
+    sub.rcvtimeo = int(timeout_s * 1000)  # the rig's handshake and first tile, on a busy machine
     sub.subscribe(b"")
     sub.connect(endpoint)
     outcome: dict[str, object] = {}
@@ -219,7 +219,7 @@ def _replay_over_curve(tmp_path: Path, keys: dict[str, Path], who: str, timeout_
 
 def test_rig_replay_over_curve_reaches_only_a_listed_subscriber(tmp_path, keys):
     topics, outcome = _replay_over_curve(tmp_path / "a", keys, "listed", timeout_s=10)
-    assert topics == [b"tile", b"tile", b"scan-end"] and "stats" in outcome
+    assert topics == [b"tile", b"tile", b"scan-end"] and "stats" in outcome, outcome
     topics, outcome = _replay_over_curve(tmp_path / "b", keys, "unlisted", timeout_s=1)
     assert topics == []
     assert isinstance(outcome.get("error"), UserError)

@@ -15,6 +15,7 @@ from typing import Any
 
 from edge.errors import UserError
 from edge.files import read_json
+from edge.inference.signing import drop_signature, load_trusted_keys, verify_bundle
 
 MANIFEST = "manifest.json"
 FORMAT = "ssum-bundle"
@@ -121,8 +122,10 @@ def validate_manifest(manifest: Any) -> list[str]:
     return problems
 
 
-def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Read and validate a bundle; with verify, every model file must match its sha256."""
+def load_bundle(path: str | Path, verify: bool = True,
+                trusted_keys: Path | None = None) -> Bundle:
+    """Read and validate a bundle; with verify, every model file must match its sha256; with
+    trusted_keys (a *.sign.pub file or a directory of them), the manifest must be signed by one."""
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
@@ -142,6 +145,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
                     f"bundle {path}: {model.path.name} does not match its sha256 "
                     f"(manifest {model.sha256[:12]}, file {actual[:12]}); refusing to load it"
                 )
+    if trusted_keys is not None:
+        verify_bundle(path, load_trusted_keys(trusted_keys))
     return bundle
 
 
@@ -150,8 +155,11 @@ def write_manifest(path: str | Path, manifest: dict[str, Any]) -> Path:
     if problems:
         raise ValueError("invalid manifest: " + "; ".join(problems))
     target = Path(path) / MANIFEST
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    if target.is_file() and target.read_text() != text:
+        drop_signature(Path(path))
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(text)
     tmp.replace(target)
     return target
 

@@ -107,6 +107,11 @@ class ModelConfig:
                       'E.g. `"cuda:0"` or `"cpu"`; `""` = the backend\'s choice.')
     threads: int = key(SERVING.threads, check.nonneg_int,
                        "CPU threads for the CPU backends; `0` = automatic.")
+    trusted_keys: str = key("", check.string,
+                            "A public signing key (`NAME.sign.pub`) or a directory of them. When "
+                            "set, the bundle's manifest must carry a valid signature by one of "
+                            "them (`ssum bundle sign`), or the daemon refuses it. `\"\"`: no "
+                            "signature required (the sha256 checks still apply).")
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,23 @@ class LimitsConfig:
     max_width: int = key(LIMITS.max_width, check.positive_int, "Pixels.")
     max_height: int = key(LIMITS.max_height, check.positive_int, "Pixels.")
     max_bytes: int = key(LIMITS.max_bytes, check.positive_int,
-                         f"Bytes of the pixels frame ({LIMITS.max_bytes >> 20} MiB).")
+                         f"Bytes of the pixels frame ({LIMITS.max_bytes >> 20} MiB). ZeroMQ "
+                         "disconnects a peer that sends a larger frame (of any kind) before it "
+                         "is read.")
+    scan_idle_s: float = key(QUEUING.scan_idle_s, check.positive_number,
+                             "Seconds after which the counts of a scan that sent no tile and no "
+                             "scan-end are forgotten (its late scan-end then reports zeros).",
+                             normalise=float)
+
+
+@dataclass(frozen=True)
+class ShutdownConfig:
+    drain_timeout_s: float = key(20.0, check.positive_number,
+                                 "On SIGTERM, the longest the daemon converts and publishes what "
+                                 "it has received; what is left then is dropped "
+                                 '(`ssum_edge_tiles_dropped_total{reason="shutdown"}`) and the '
+                                 "exit code is 3. Keep it 5 s or more below the unit's "
+                                 "`TimeoutStopSec` (30 s).", normalise=float)
 
 
 @dataclass(frozen=True)
@@ -216,6 +237,7 @@ class EdgeConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mosaic: MosaicConfig = field(default_factory=MosaicConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -244,7 +266,8 @@ class EdgeConfig:
                                 capacity=self.queues.capacity, overload=self.overload_policy,
                                 limits=Limits(limits.max_width, limits.max_height,
                                               limits.max_bytes),
-                                detect_gaps=self.input.socket == "sub")
+                                detect_gaps=self.input.socket == "sub",
+                                scan_idle_s=limits.scan_idle_s)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}

@@ -54,6 +54,11 @@ def nonneg_number(v: Any) -> str | None:
     return None if ok else "must be a number >= 0"
 
 
+def positive_number(v: Any) -> str | None:
+    ok = (_is_int(v) or isinstance(v, float)) and math.isfinite(v) and v > 0
+    return None if ok else "must be a number > 0"
+
+
 def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "must be true or false"
 

@@ -1,10 +1,11 @@
 """The conversion daemon: ZeroMQ in, pipeline, ZeroMQ out, Prometheus metrics, systemd notify.
 
 `Daemon(config).start()` returns once sockets, model and backend are up (READY=1 is then sent
-by `serve_forever`); `stop(drain=True)` stops intake, converts and publishes everything already
-received, forwards the scan-ends owed and closes the sockets. The input socket lives in the
-receive thread and the output socket in the pipeline's publish thread: each ZeroMQ socket is
-used by exactly one thread.
+by `serve_forever`); `stop(drain=True)` stops intake, converts and publishes what was received
+within [shutdown] drain_timeout_s, drops the rest, forwards the scan-ends owed and closes the
+sockets. The input socket lives in the receive thread and the output socket in the pipeline's
+publish thread: each ZeroMQ socket is used by exactly one thread. A thread that dies stops the
+daemon with exit code 1 (systemd restarts it).
 """
 
 from __future__ import annotations
@@ -16,100 +17,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zmq
 
-from edge.imaging.mosaic import MosaicBuilder, write_ome_tiff
-from edge.inference.bundle import default_bundle_path
+from edge.errors import UserError
+from edge.inference.bundle import default_bundle_path, load_bundle
 from edge.inference.converter import Converter
-from edge.protocol import Kind, topic
 from edge.serve import sdnotify
+from edge.serve.bounds import check_batch_memory, check_queue_memory
 from edge.serve.config import EdgeConfig
 from edge.serve.metrics import EdgeMetrics, serve
+from edge.serve.mosaic_writer import MosaicWriter
 from edge.serve.nvml import register_gpu_metrics
 from edge.serve.pipeline import Pipeline
-from edge.transport import OpenSocket, SocketOptions, open_socket
+from edge.serve.sockets import POLL_MS, ZmqSink, open_input
 
 log = logging.getLogger(__name__)
 
-POLL_MS = 100
-OUTPUT_LINGER_MS = 5000
 STALL_S = 60.0
+ABORT_WAIT_S = 5.0
+EXIT_OK, EXIT_FAILED, EXIT_DROPPED = 0, 1, 3
 
 
 def load_converter(config: EdgeConfig) -> Converter:
-    """The converter of the bundle and backend named in [model], warmed up."""
-    converter = Converter.from_bundle(config.model.bundle or default_bundle_path(),
-                                      config.converter_settings())
+    """The converter of the bundle and backend named in [model], checked against this
+    machine's memory and warmed up."""
+    check_queue_memory(config)
+    trusted = Path(config.model.trusted_keys) if config.model.trusted_keys else None
+    bundle = load_bundle(config.model.bundle or default_bundle_path(), trusted_keys=trusted)
+    converter = Converter.from_bundle(bundle, config.converter_settings())
+    patch_size = int(getattr(converter.tiler, "patch_size", 0))
     try:
+        check_batch_memory(config, bundle, patch_size)
         converter.warm_up()
+    except MemoryError as exc:
+        converter.close()
+        raise UserError(f"{config.source}: [batching] max_batch = {config.batching.max_batch}: "
+                        f"the warm-up batch of {patch_size} px patches ran out of memory; lower "
+                        "max_batch") from exc
     except BaseException:
         converter.close()
         raise
     return converter
-
-
-class ZmqSink:
-    """The output socket, created and used by the publish thread only."""
-
-    def __init__(self, context: zmq.Context, config: EdgeConfig, give_up: threading.Event) -> None:
-        out = config.output
-        self.push = out.socket == "push"
-        options = SocketOptions(curve=config.security.curve_options(out.bind), hwm=out.hwm,
-                                linger_ms=OUTPUT_LINGER_MS)
-        self._open = open_socket(context, zmq.PUSH if self.push else zmq.PUB, out.endpoint,
-                                 out.bind, options)
-        self.socket = self._open.socket
-        self._give_up = give_up
-        log.info("output: %s %s %s", out.socket, "bound to" if out.bind else "connected to",
-                 out.endpoint)
-
-    def send(self, frames: list[bytes]) -> None:
-        if self.push:  # blocks while no consumer takes it; gives up only on abort
-            while not self.socket.poll(POLL_MS, zmq.POLLOUT):
-                if self._give_up.is_set():
-                    raise RuntimeError("shutting down with no consumer for PUSH output")
-        self.socket.send_multipart(frames, copy=False)
-
-    def close(self) -> None:
-        self._open.close()
-
-
-def subscriptions(topics: tuple[str, ...]) -> list[str]:
-    """SUB prefixes: the configured ones plus the scan-end prefix of every tile/ prefix."""
-    out = list(topics)
-    tile, scan_end = topic(Kind.TILE), topic(Kind.SCAN_END)
-    out += [scan_end + t[len(tile):] for t in topics if t.startswith(tile)]
-    return list(dict.fromkeys(out))
-
-
-class MosaicWriter:
-    """Builds each scan's mosaic from its converted tiles; writes <dir>/<scan_id>.ome.tif."""
-
-    def __init__(self, directory: Path, refine: bool) -> None:
-        self.directory = directory
-        self.refine = refine
-        self._builders: dict[str, tuple[Any, float]] = {}
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def add(self, header: dict, image: np.ndarray) -> None:
-        entry = self._builders.get(header["scan_id"])
-        if entry is None:
-            pixel_size_nm = float(header["pixel_size_nm"])
-            entry = (MosaicBuilder(pixel_size_nm, refine=self.refine), pixel_size_nm)
-            self._builders[header["scan_id"]] = entry
-        entry[0].add(image, header["x_nm"], header["y_nm"])
-
-    def finish(self, scan_id: str, summary: dict) -> None:
-        entry = self._builders.pop(scan_id, None)
-        if entry is None:
-            return
-        builder, pixel_size_nm = entry
-        path = self.directory / f"{scan_id}.ome.tif"
-        write_ome_tiff(path, builder.render(), pixel_size_nm,
-                       metadata={k: v for k, v in summary.items()
-                                 if isinstance(v, str | int | float)})
-        log.info("wrote the mosaic of scan %s to %s", scan_id, path)
 
 
 class Daemon:
@@ -182,20 +130,28 @@ class Daemon:
         if self._receiver_error is not None:
             raise self._receiver_error
 
-    def stop(self, drain: bool = True, timeout_s: float = 60.0) -> None:
-        """Stop intake; with drain, publish everything received (and scan-ends owed) first."""
+    def stop(self, drain: bool = True, timeout_s: float | None = None) -> None:
+        """Stop intake; with drain, publish what was received (and the scan-ends owed) until
+        the deadline ([shutdown] drain_timeout_s by default), then drop what is left."""
         if self._stopped.is_set():
             return
         sdnotify.notify("STOPPING=1")
+        timeout = self.config.shutdown.drain_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + (timeout if drain else 0.0)
         if not drain:
-            self._abort.set()
+            self._abort_all()
         self._stop_intake.set()
         if self._receiver is not None:
-            self._receiver.join(timeout_s)
-        if self._pipeline is not None and not self._pipeline.close(drain, timeout_s):
-            log.error("the pipeline did not finish within %.0f s", timeout_s)
-            self._abort.set()
-            self._pipeline.close(drain=False, timeout_s=5)
+            self._receiver.join(_left(deadline))
+            if self._receiver.is_alive():  # blocked handing a tile to a full pipeline
+                self._abort_all()
+                self._receiver.join(ABORT_WAIT_S)
+        pipeline = self._pipeline
+        if pipeline is not None and not pipeline.close(drain, _left(deadline)):
+            log.error("the pipeline did not finish within the %.0f s drain deadline; dropping "
+                      "%d item(s) in flight", timeout, pipeline.in_flight)
+            self._abort_all()
+            pipeline.close(drain=False, timeout_s=ABORT_WAIT_S)
         if self._context is not None:
             self._context.term()
         if self._http is not None:
@@ -206,26 +162,20 @@ class Daemon:
         self._stopped.set()
         log.info("stopped: %s", self.status_line())
 
+    def _abort_all(self) -> None:
+        self._abort.set()
+        if self._pipeline is not None:
+            self._pipeline.abort()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop() finished; True when it did."""
         return self._stopped.wait(timeout)
 
     # ----------------------------------------------------------------- receive thread
-    def _open_input(self) -> OpenSocket:
-        assert self._context is not None
-        cfg = self.config.input
-        topics = tuple(subscriptions(cfg.topics)) if cfg.socket == "sub" else ()
-        options = SocketOptions(curve=self.config.security.curve_options(cfg.bind), hwm=cfg.hwm,
-                                subscribe=topics)
-        opened = open_socket(self._context, zmq.SUB if cfg.socket == "sub" else zmq.PULL,
-                             cfg.endpoint, cfg.bind, options)
-        log.info("input: %s %s %s", cfg.socket, "bound to" if cfg.bind else "connected to",
-                 cfg.endpoint)
-        return opened
-
     def _receive_loop(self) -> None:
+        assert self._context is not None
         try:
-            opened = self._open_input()
+            opened = open_input(self._context, self.config)
         except BaseException as exc:  # noqa: BLE001 - re-raised by start() in its thread
             self._receiver_error = exc
             self._receiver_ready.set()
@@ -239,17 +189,18 @@ class Daemon:
                     continue
                 frames = socket.recv_multipart(copy=False)
                 self._pipeline.submit(frames, time.monotonic())
-        except Exception:
-            log.exception("the receive loop failed")
-            raise
+        except BaseException as exc:  # a dead receive thread must be seen, not lost
+            self._pipeline.fail(f"the receive thread died: {exc!r}")
+            log.critical("the receive thread died", exc_info=True)
         finally:
             opened.close()
 
     # ----------------------------------------------------------------- health
     def healthy(self) -> bool:
-        """Threads alive and the pipeline making progress (or idle); what WATCHDOG=1 vouches."""
+        """Every thread alive and the pipeline making progress (or idle): what WATCHDOG=1
+        vouches for."""
         pipeline = self._pipeline
-        if pipeline is None or not pipeline.alive():
+        if pipeline is None or not pipeline.alive() or pipeline.failed.is_set():
             return False
         if self._receiver is None or not self._receiver.is_alive():
             return False
@@ -263,35 +214,50 @@ class Daemon:
         in_flight = self._pipeline.in_flight if self._pipeline else 0
         return (
             f"received {m.counter_value('tiles_received'):.0f}, "
-            f"converted {m.counter_value('tiles_converted'):.0f}, "
+            f"published {m.counter_value('tiles_published'):.0f}, "
             f"rejected {m.counter_value('tiles_rejected'):.0f}, "
-            f"dropped {m.counter_value('tiles_dropped'):.0f}, in flight {in_flight}"
+            f"dropped {m.counter_value('tiles_dropped'):.0f}, in flight {in_flight} "
+            f"(converted {m.counter_value('tiles_converted'):.0f})"
         )
 
     def serve_forever(self, stop_requested: threading.Event, status_every_s: float = 5.0) -> int:
-        """Notify systemd (READY, STATUS, WATCHDOG) until asked to stop; then drain. Exit code."""
+        """Notify systemd (READY, STATUS, WATCHDOG) until asked to stop or a thread dies; then
+        stop. The exit code: 0, 1 (a thread died) or 3 (tiles dropped at shutdown)."""
+        assert self._pipeline is not None
+        failed = self._pipeline.failed
         sdnotify.notify("READY=1\nSTATUS=" + self.status_line())
         interval = sdnotify.watchdog_interval()
-        tick = min(status_every_s, interval) if interval else status_every_s
-        code = 0
-        while not stop_requested.wait(tick):
+        every = min(status_every_s, interval) if interval else status_every_s
+        next_status = time.monotonic()
+        while not stop_requested.wait(0.2) and not failed.is_set():
+            if time.monotonic() < next_status:
+                continue
+            next_status = time.monotonic() + every
             if self.healthy():
                 sdnotify.notify("WATCHDOG=1\nSTATUS=" + self.status_line())
             else:
-                log.error("pipeline unhealthy (a stage died or nothing published for %.0f s)",
+                log.error("pipeline stalled: nothing published for %.0f s with work waiting",
                           STALL_S)
-                sdnotify.notify("STATUS=unhealthy: " + self.status_line())
-                if not (self._pipeline and self._pipeline.alive()):
-                    code = 1
-                    break
-        log.info("stopping: draining %d item(s) in flight",
-                 self._pipeline.in_flight if self._pipeline else 0)
+                sdnotify.notify("STATUS=stalled: " + self.status_line())
+        if failed.is_set():
+            log.critical("stopping: %s", self._pipeline.failure)
+            sdnotify.notify("STATUS=failed: " + self._pipeline.failure)
+            self.stop(drain=False)
+            return EXIT_FAILED
+        log.info("stopping: draining %d item(s) in flight", self._pipeline.in_flight)
         self.stop(drain=True)
-        return code
+        if self.metrics.counter_value("tiles_dropped", reason="shutdown") > 0:
+            return EXIT_DROPPED
+        return EXIT_OK
 
 
-def run_daemon(config: EdgeConfig) -> int:
-    """Run a daemon until SIGTERM or SIGINT, then drain; the process's exit code."""
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def run_daemon(config: EdgeConfig, converter: Converter | None = None) -> int:
+    """Run a daemon until SIGTERM or SIGINT, then drain; the process's exit code. `converter`
+    replaces the one [model] names (for embedding the daemon)."""
     root = logging.getLogger()
     if root.level != logging.DEBUG:
         root.setLevel(config.log.level)
@@ -303,7 +269,7 @@ def run_daemon(config: EdgeConfig) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    daemon = Daemon(config)
+    daemon = Daemon(config, converter)
     daemon.start()
     if daemon.metrics_port is not None:
         log.info("metrics endpoint: http://%s:%d/metrics", config.metrics.host, daemon.metrics_port)

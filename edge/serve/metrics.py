@@ -32,7 +32,8 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 STAGES = ("preprocess", "queue", "infer", "blend", "publish")
 QUEUES = ("decode", "patches", "blend", "publish")
-DROP_REASONS = ("queue_full", "shutdown")
+DROP_REASONS = ("queue_full", "shutdown", "send_failed")
+LOST_KINDS = ("error", "scan-end")
 
 
 class EdgeMetrics:
@@ -47,7 +48,11 @@ class EdgeMetrics:
             PREFIX + "tiles_received", "Input messages received, valid or not.", registry=reg
         )
         self.converted = Counter(
-            PREFIX + "tiles_converted", "Tiles converted and published.", registry=reg
+            PREFIX + "tiles_converted", "Tiles converted by the model.", registry=reg
+        )
+        self.published = Counter(
+            PREFIX + "tiles_published", "Converted tiles handed to the output socket.",
+            registry=reg,
         )
         self.rejected = Counter(
             PREFIX + "tiles_rejected", "Input messages answered with an error, by error code.",
@@ -63,6 +68,13 @@ class EdgeMetrics:
         )
         self.scans_completed = Counter(
             PREFIX + "scans_completed", "Scan-end messages forwarded.", registry=reg
+        )
+        self.lost = Counter(
+            PREFIX + "messages_lost", "Error answers and scan-ends not published, by reason.",
+            ["kind", "reason"], registry=reg,
+        )
+        self.open_scans = Gauge(
+            PREFIX + "open_scans", "Scans with tiles seen and no scan-end yet.", registry=reg
         )
         self.tile_latency = Histogram(
             PREFIX + "tile_latency_seconds", "Per tile, receive to publish.",
@@ -99,6 +111,8 @@ class EdgeMetrics:
             self.rejected.labels(reason=code.value)
         for reason in DROP_REASONS:
             self.dropped.labels(reason=reason)
+            for kind in LOST_KINDS:
+                self.lost.labels(kind=kind, reason=reason)
         for stage in STAGES:
             self.stage_latency.labels(stage=stage)
 

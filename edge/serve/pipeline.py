@@ -3,20 +3,23 @@
     submit() [receive thread] -> decode queue -> preprocess -> patches queue -> infer (batcher)
         -> blend queue -> blend -> publish queue -> publish (in arrival order) -> sink
 
-`submit` validates each message (edge.protocol), counts it and detects sequence gaps; rejected
-messages go straight to the publish stage as `error/` messages. Accepted tiles and scan-ends
-are numbered when they leave the decode queue, and the publish stage emits them strictly in
-that order, so per-scan output order is arrival order even though batches mix tiles.
+`submit` validates each message (edge.protocol: tiles and scan-ends alike), counts it and
+detects sequence gaps; rejected messages go straight to the publish stage as `error/` messages.
+Accepted tiles and scan-ends are numbered when they leave the decode queue, and the publish
+stage emits them strictly in that order, so per-scan output order is arrival order even though
+batches mix tiles.
 
 The sink (which owns the output socket) is created and used by the publish thread only.
-On overload of the decode queue the policy is explicit: "block" (back-pressure the receive
-thread, hence the sender on PULL) or "drop-oldest" (drop the oldest waiting tile and count it
-as dropped{reason="queue_full"}).
+On overload the policy is explicit: "block" (back-pressure the receive thread, hence the sender
+on PULL) or "drop-oldest" (drop the oldest waiting item and count it; error answers that find
+the publish queue full are dropped and counted too, so intake never waits).
+
+Every message read ends in exactly one of: published, rejected (answered with an error),
+dropped{reason}; until then it is in flight. A stage thread that dies sets `failed`.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
@@ -34,7 +37,7 @@ from edge.protocol import (
     Limits,
     ProtocolError,
     Tile,
-    decode_message,
+    decode_scan_end,
     decode_tile,
     encode_error,
     encode_result,
@@ -42,11 +45,19 @@ from edge.protocol import (
     topic,
 )
 from edge.serve.metrics import EdgeMetrics
+from edge.serve.queues import POLL_S as _POLL_S
+from edge.serve.queues import STOP, DecodeQueue
+from edge.serve.ratelog import RateLimitedLog
+from edge.serve.scans import ScanBook
 
 log = logging.getLogger(__name__)
 
 SCAN_END_TOPIC = topic(Kind.SCAN_END).encode()
-_POLL_S = 0.1
+OVERLOAD_POLICIES = ("block", "drop-oldest")
+
+
+class SinkClosed(Exception):
+    """Raised by a sink that gave up sending because the daemon is shutting down."""
 
 
 class Sink(Protocol):
@@ -54,19 +65,18 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-OVERLOAD_POLICIES = ("block", "drop-oldest")
-
-
 @dataclass(frozen=True)
 class PipelineSettings:
     """Batches take up to the converter's max_batch patches, waiting at most max_delay_ms for
-    more; each queue holds `capacity` items; `overload` is one of OVERLOAD_POLICIES."""
+    more; each queue holds `capacity` items; `overload` is one of OVERLOAD_POLICIES; a scan
+    not heard of for `scan_idle_s` is forgotten (its scan-end then reports zero counts)."""
 
     max_delay_ms: float = 5.0
     capacity: int = 64
     overload: str = "block"
     limits: Limits = field(default_factory=Limits)
     detect_gaps: bool = True
+    scan_idle_s: float = 3600.0
 
 
 @dataclass(eq=False)
@@ -90,77 +100,9 @@ class ScanEndJob:
     index: int = -1
 
 
-@dataclass
-class ScanStats:
-    converted: int = 0
-    rejected: int = 0
-    dropped: int = 0
-    gaps: int = 0
-    next_seq: int = 0
-
-
 def _patches(job: TileJob) -> np.ndarray:
     assert job.patches is not None
     return job.patches
-
-
-class _Stop:
-    """Sentinel that travels down the queues behind every item accepted before it."""
-
-
-STOP = _Stop()
-
-
-class DecodeQueue:
-    """A bounded FIFO whose put either blocks or drops the oldest waiting tile."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: collections.deque[Any] = collections.deque()
-        self._cond = threading.Condition()
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    def put_blocking(self, item: Any, give_up: Callable[[], bool]) -> bool:
-        """Wait for room; False when `give_up()` became true first."""
-        with self._cond:
-            while len(self._items) >= self.capacity:
-                if give_up():
-                    return False
-                self._cond.wait(_POLL_S)
-            self._items.append(item)
-            self._cond.notify_all()
-            return True
-
-    def put_drop_oldest(self, item: Any) -> TileJob | None:
-        """Append; when full, remove and return the oldest waiting tile."""
-        with self._cond:
-            dropped = None
-            if len(self._items) >= self.capacity:
-                for i, old in enumerate(self._items):
-                    if isinstance(old, TileJob):
-                        dropped = old
-                        del self._items[i]
-                        break
-            self._items.append(item)
-            self._cond.notify_all()
-            return dropped
-
-    def put_always(self, item: Any) -> None:
-        with self._cond:
-            self._items.append(item)
-            self._cond.notify_all()
-
-    def get(self, timeout: float) -> Any:
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            if not self._items:
-                raise queue.Empty
-            item = self._items.popleft()
-            self._cond.notify_all()
-            return item
 
 
 class Pipeline:
@@ -186,10 +128,13 @@ class Pipeline:
         self.patches_q: queue.Queue[Any] = queue.Queue(capacity)
         self.blend_q: queue.Queue[Any] = queue.Queue(capacity)
         self.publish_q: queue.Queue[Any] = queue.Queue(capacity)
-        self._scans: dict[str, ScanStats] = {}
+        self._scans = ScanBook(settings.scan_idle_s)
+        self._rejections = RateLimitedLog(log)
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._closing = threading.Event()
+        self.failed = threading.Event()
+        self.failure = ""
         self._in_flight = 0
         self._published = 0
         self._sink_ready = threading.Event()
@@ -199,13 +144,15 @@ class Pipeline:
         metrics.watch_queue("patches", self.patches_q.qsize, capacity)
         metrics.watch_queue("blend", self.blend_q.qsize, capacity)
         metrics.watch_queue("publish", self.publish_q.qsize, capacity)
+        metrics.open_scans.set_function(lambda: len(self._scans))
 
     # ----------------------------------------------------------------- life cycle
     def start(self, timeout_s: float = 30.0) -> None:
         """Start the stage threads; returns once the sink is open (raises its error if any)."""
         for name, target in (("preprocess", self._preprocess_loop), ("infer", self._infer_loop),
                              ("blend", self._blend_loop), ("publish", self._publish_loop)):
-            thread = threading.Thread(target=target, name=f"edge-{name}", daemon=True)
+            thread = threading.Thread(target=self._guarded(name, target), name=f"edge-{name}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
         if not self._sink_ready.wait(timeout_s):
@@ -214,13 +161,35 @@ class Pipeline:
             self.close(drain=False)
             raise self._sink_error
 
+    def _guarded(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        """The stage's loop; whatever escapes it marks the pipeline failed, loudly."""
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # a dead stage must be seen, not lost
+                self.fail(f"the {name} stage died: {exc!r}")
+                log.critical("the %s stage died", name, exc_info=True)
+
+        return run
+
+    def fail(self, reason: str) -> None:
+        """Mark the pipeline failed (a stage or the receive thread died)."""
+        if not self.failed.is_set():
+            self.failure = reason
+            self.failed.set()
+
+    def abort(self) -> None:
+        """Give up on everything in flight: waiting puts and sends stop, items become drops."""
+        self._abort.set()
+
     def close(self, drain: bool = True, timeout_s: float = 60.0) -> bool:
         """Stop: drain (convert and publish everything accepted) or abort. True when finished.
 
         No submit() may run concurrently with or after close().
         """
         if not drain:
-            self._abort.set()
+            self.abort()
         if not self._closing.is_set():
             self._closing.set()
             self.decode_q.put_always(STOP)
@@ -234,11 +203,12 @@ class Pipeline:
 
     @property
     def in_flight(self) -> int:
-        """Tiles and scan-ends accepted but not yet published."""
+        """Tiles and scan-ends accepted but not yet published or dropped."""
         return self._in_flight
 
     @property
     def published(self) -> int:
+        """Items the publish stage has finished with (progress, for the watchdog)."""
         return self._published
 
     # ----------------------------------------------------------------- intake
@@ -247,12 +217,13 @@ class Pipeline:
         t_recv = time.monotonic() if t_recv is None else t_recv
         if self._is_scan_end(frames):
             try:
-                message = decode_message(frames)
-            except ProtocolError:
-                pass  # answered as a rejected input below
+                end = decode_scan_end(frames)
+            except ProtocolError as exc:
+                self.metrics.received.inc()
+                self._reject(exc)
             else:
-                self._accept(ScanEndJob(message.scan_id, message.header))
-                return
+                self._accept(ScanEndJob(end.scan_id, end.header))
+            return
         self.metrics.received.inc()
         try:
             tile = decode_tile(frames, self.settings.limits)
@@ -266,39 +237,46 @@ class Pipeline:
     def _is_scan_end(frames: list[Any]) -> bool:
         if len(frames) != 3:
             return False
-        topic = frames[0]
-        raw = bytes(getattr(topic, "bytes", topic)[: len(SCAN_END_TOPIC)])
+        first = frames[0]
+        raw = bytes(getattr(first, "bytes", first)[: len(SCAN_END_TOPIC)])
         return raw == SCAN_END_TOPIC
-
-    def _scan(self, scan_id: str) -> ScanStats:
-        stats = self._scans.get(scan_id)
-        if stats is None:
-            stats = self._scans[scan_id] = ScanStats()
-        return stats
 
     def _reject(self, exc: ProtocolError) -> None:
         self.metrics.rejected.labels(reason=exc.code.value).inc()
-        with self._lock:
-            self._scan(exc.scan_id).rejected += 1
-        log.warning("rejected a message of scan %s: %s: %s", exc.scan_id, exc.code.value,
-                    exc.message)
-        self.publish_q.put((None, encode_error(exc.scan_id, exc.code, exc.message, exc.header)))
+        self._scans.count(exc.scan_id, "rejected")
+        self._rejections.warning(exc.code.value, "rejected a message of scan %s: %s: %s",
+                                 exc.scan_id, exc.code.value, exc.message)
+        answer = encode_error(exc.scan_id, exc.code, exc.message, exc.header)
+        if not self._queue_answer(answer):
+            self._lose(Kind.ERROR, "queue_full" if not self._abort.is_set() else "shutdown")
+
+    def _queue_answer(self, frames: list[bytes]) -> bool:
+        """Hand an error answer to the publish stage: waiting (block policy) until it has room
+        or the pipeline aborts, or not at all when it is full (drop-oldest: intake never waits)."""
+        if self.settings.overload == "drop-oldest":
+            try:
+                self.publish_q.put_nowait((None, frames))
+                return True
+            except queue.Full:
+                return False
+        while not self._abort.is_set():
+            try:
+                self.publish_q.put((None, frames), timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _check_sequence(self, tile: Tile) -> None:
         if not self.settings.detect_gaps:
             return
-        with self._lock:
-            stats = self._scan(tile.scan_id)
-            missing = tile.seq - stats.next_seq
-            if missing > 0:
-                stats.gaps += missing
-            stats.next_seq = max(stats.next_seq, tile.seq + 1)
+        missing = self._scans.sequence(tile.scan_id, tile.seq)
         if missing > 0:
             self.metrics.gaps.inc(missing)
-            log.warning("scan %s: %d tile(s) missing before seq %d", tile.scan_id, missing,
-                        tile.seq)
+            self._rejections.warning("gap", "scan %s: %d tile(s) missing before seq %d",
+                                     tile.scan_id, missing, tile.seq)
         elif missing < 0:
-            log.info("scan %s: seq %d arrived late or twice", tile.scan_id, tile.seq)
+            log.debug("scan %s: seq %d arrived late or twice", tile.scan_id, tile.seq)
 
     def _accept(self, job: TileJob | ScanEndJob) -> None:
         with self._lock:
@@ -313,21 +291,43 @@ class Pipeline:
     def _drop(self, job: TileJob | ScanEndJob, reason: str) -> None:
         with self._lock:
             self._in_flight -= 1
-            if isinstance(job, TileJob):
-                self._scan(job.tile.scan_id).dropped += 1
-        if isinstance(job, TileJob):
-            self.metrics.dropped.labels(reason=reason).inc()
-            log.warning("dropped tile seq %d of scan %s (%s)", job.tile.seq, job.tile.scan_id,
-                        reason)
+        if isinstance(job, ScanEndJob):
+            self._lose(Kind.SCAN_END, reason)
+            return
+        self._scans.count(job.tile.scan_id, "dropped")
+        self.metrics.dropped.labels(reason=reason).inc()
+        self._rejections.warning(f"drop-{reason}", "dropped tile seq %d of scan %s (%s)",
+                                 job.tile.seq, job.tile.scan_id, reason)
+
+    def _lose(self, kind: Kind, reason: str) -> None:
+        """An error answer or a scan-end that will not be published."""
+        self.metrics.lost.labels(kind=kind.value, reason=reason).inc()
+        self._rejections.warning(f"lost-{kind}-{reason}", "a %s message was not published (%s)",
+                                 kind.value, reason)
 
     # ----------------------------------------------------------------- stages
+    def _given_up(self) -> bool:
+        """Aborted after a stage died: the STOP that closes the stages may never come."""
+        return self._abort.is_set() and self.failed.is_set()
+
+    def _next(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._given_up():
+                    return STOP
+
     def _preprocess_loop(self) -> None:
         next_index = 0
         while True:
             try:
                 item = self.decode_q.get(_POLL_S)
             except queue.Empty:
-                continue
+                if self._given_up():
+                    item = STOP
+                else:
+                    continue
             if item is STOP:
                 self._forward(self.patches_q, STOP)
                 return
@@ -388,7 +388,9 @@ class Pipeline:
                 try:
                     item = self.patches_q.get(timeout=timeout)
                 except queue.Empty:
-                    continue
+                    if not self._given_up():
+                        continue
+                    item = STOP
                 if item is STOP:
                     stopping = True
                     break
@@ -434,7 +436,7 @@ class Pipeline:
 
     def _blend_loop(self) -> None:
         while True:
-            item = self.blend_q.get()
+            item = self._next(self.blend_q)
             if item is STOP:
                 self.publish_q.put(STOP)
                 return
@@ -466,12 +468,13 @@ class Pipeline:
         next_index = 0
         try:
             while True:
-                entry = self.publish_q.get()
+                entry = self._next(self.publish_q)
                 if entry is STOP:
                     break
                 index, item = entry
                 if index is None:
-                    self._send(sink, item)
+                    if not self._delivered(sink, item, Kind.ERROR):
+                        self._lose(Kind.ERROR, self._send_failure())
                     continue
                 waiting[index] = item
                 while next_index in waiting:
@@ -482,11 +485,20 @@ class Pipeline:
         finally:
             sink.close()
 
-    def _send(self, sink: Sink, frames: list[bytes]) -> None:
+    def _delivered(self, sink: Sink, frames: list[bytes], kind: Kind) -> bool:
+        """Send; False when the sink failed (logged, rate-limited; the caller counts it)."""
         try:
             sink.send(frames)
-        except Exception:
-            log.exception("publishing %r failed", bytes(frames[0])[:80])
+            return True
+        except SinkClosed:
+            return False
+        except Exception as exc:  # noqa: BLE001 - a failed send must not stop the stage
+            self._rejections.warning(f"send-{kind}", "publishing a %s message failed: %s",
+                                     kind.value, exc)
+            return False
+
+    def _send_failure(self) -> str:
+        return "shutdown" if self._abort.is_set() else "send_failed"
 
     def _emit(self, sink: Sink, item: TileJob | ScanEndJob) -> None:
         if self._abort.is_set():
@@ -503,13 +515,13 @@ class Pipeline:
             self._published += 1
 
     def _emit_scan_end(self, sink: Sink, job: ScanEndJob) -> None:
-        with self._lock:
-            stats = self._scans.pop(job.scan_id, ScanStats())
-        counts = {"converted": stats.converted, "rejected": stats.rejected,
-                  "dropped": stats.dropped, "gaps": stats.gaps}
+        counts = self._scans.finish(job.scan_id).counts()
         fields = {k: v for k, v in job.header.items() if k not in ("v", "scan_id")}
-        self._send(sink, encode_scan_end(job.scan_id, {**fields, **counts}))
-        self.metrics.scans_completed.inc()
+        if self._delivered(sink, encode_scan_end(job.scan_id, {**fields, **counts}),
+                           Kind.SCAN_END):
+            self.metrics.scans_completed.inc()
+        else:
+            self._lose(Kind.SCAN_END, self._send_failure())
         log.info("scan %s complete: %s", job.scan_id, counts)
         if self._on_scan_end is not None:
             self._hook(self._on_scan_end, job.scan_id, {**job.header, **counts})
@@ -517,9 +529,10 @@ class Pipeline:
     def _emit_failure(self, sink: Sink, job: TileJob) -> None:
         code = ErrorCode.CONVERSION_FAILED
         self.metrics.rejected.labels(reason=code.value).inc()
-        with self._lock:
-            self._scan(job.tile.scan_id).rejected += 1
-        self._send(sink, encode_error(job.tile.scan_id, code, job.error or "", job.tile.header))
+        self._scans.count(job.tile.scan_id, "rejected")
+        answer = encode_error(job.tile.scan_id, code, job.error or "", job.tile.header)
+        if not self._delivered(sink, answer, Kind.ERROR):
+            self._lose(Kind.ERROR, self._send_failure())
 
     def _emit_tile(self, sink: Sink, job: TileJob) -> None:
         stages = self._stage_times(job)
@@ -538,12 +551,16 @@ class Pipeline:
             job.error = f"encoding the result failed: {exc}"
             self._emit_failure(sink, job)
             return
-        self._send(sink, frames)
         self.metrics.converted.inc()
+        if not self._delivered(sink, frames, Kind.SEM):
+            reason = self._send_failure()
+            self._scans.count(job.tile.scan_id, "dropped")
+            self.metrics.dropped.labels(reason=reason).inc()
+            return
+        self.metrics.published.inc()
         self.metrics.tile_latency.observe(time.monotonic() - job.t_recv)
         self.metrics.observe_stages(stages)
-        with self._lock:
-            self._scan(job.tile.scan_id).converted += 1
+        self._scans.count(job.tile.scan_id, "converted")
         if self._on_converted is not None:
             self._hook(self._on_converted, job.tile.header, job.image)
 

@@ -10,6 +10,7 @@ from typing import Any
 from calibration.calibrate import CalibrationSettings, calibrate
 from calibration.quantize import METHODS, TARGETS
 from edge.inference.bundle import load_bundle
+from edge.inference.signing import sign_bundle
 
 DEFAULTS = CalibrationSettings(data=Path())
 
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
                         help="ONNX Runtime threads (0: all)")
+    parser.add_argument("--sign-key", type=Path, default=None,
+                        help="sign the updated manifest with this NAME.sign.key_secret (adding "
+                             "variants changes the manifest, so an earlier signature is removed)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     (bundle.path / "calibration.json").write_text(json.dumps(report, indent=1) + "\n")
     _print(report)
     print(f"wrote {bundle.path / 'calibration.json'}")
+    if args.sign_key is not None:
+        print(f"signed: {sign_bundle(bundle.path, args.sign_key)}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edge.inference.signing import sign_bundle
 from trainer.export import export_checkpoint
 
 
@@ -15,9 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="bundle name (default: the run folder's name)")
     parser.add_argument("--patch-size", type=int, default=256,
                         help="recommended tile size for inference (multiple of 4)")
+    parser.add_argument("--sign-key", type=Path, default=None,
+                        help="sign the manifest with this NAME.sign.key_secret")
 
 
 def run(args: argparse.Namespace) -> int:
     bundle = export_checkpoint(args.checkpoint, args.out, args.name, args.patch_size)
     print(f"wrote bundle {bundle}")
+    if args.sign_key is not None:
+        print(f"signed: {sign_bundle(bundle, args.sign_key)}")
     return 0

@@ -1,0 +1,31 @@
+"""Start-up checks of what [batching], [queues] and [limits] imply for this machine's memory."""
+
+from __future__ import annotations
+
+from edge.errors import UserError
+from edge.inference.bundle import Bundle
+from edge.inference.memory import activation_bytes_per_pixel, available_bytes, gib, physical_bytes
+from edge.serve.config import EdgeConfig
+
+
+def check_queue_memory(config: EdgeConfig) -> None:
+    """A full input queue of the largest tiles [limits] admits must fit in physical memory."""
+    capacity, largest = config.queues.capacity, config.limits.max_bytes
+    needed, total = capacity * largest, physical_bytes()
+    if needed > total:
+        raise UserError(
+            f"{config.source}: [queues] capacity = {capacity} with [limits] max_bytes = "
+            f"{largest}: a full input queue of the largest tiles allowed holds {gib(needed)}, "
+            f"this machine has {gib(total)}; lower one of them")
+
+
+def check_batch_memory(config: EdgeConfig, bundle: Bundle, patch_size: int) -> None:
+    """One batch's activations (a lower bound, from the ONNX graph) must fit in what is free."""
+    per_pixel = activation_bytes_per_pixel(bundle.model("onnx", "fp32").path)
+    batch = config.batching.max_batch
+    needed, free = batch * patch_size**2 * per_pixel, available_bytes()
+    if needed > free:
+        raise UserError(
+            f"{config.source}: [batching] max_batch = {batch}: one batch of {batch} patches of "
+            f"{patch_size} px needs at least {gib(needed)} of activations, {gib(free)} of memory "
+            "is available; lower max_batch (or [tiling] patch_size)")
