@@ -40,6 +40,7 @@ class Kind(enum.StrEnum):
     SEM = "sem"
     ERROR = "error"
     SCAN_END = "scan-end"
+    DEFECT = "defect"
 
 
 def topic(kind: Kind, scan_id: str = "") -> str:

@@ -195,3 +195,36 @@ def test_abort_counts_what_was_in_flight_as_shutdown_drops():
     assert shutdown > 0
     assert converted + shutdown == 10 == len(sink.kinds("sem")) + shutdown
     assert pipeline.in_flight == 0
+
+
+class Tagger:
+    """An observer that answers every tile with a message of its own and fails once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]:
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("an observer bug")
+        return [encode_scan_end(header["scan_id"], {"note": f"after {header['seq']}"})]
+
+    def scan_end(self, scan_id: str, summary: dict) -> list[list[bytes]]:
+        return [encode_scan_end(scan_id, {"note": f"before the end, {summary['converted']}"})]
+
+
+def test_observers_publish_after_their_tile_and_before_the_scan_end():
+    sink, metrics = ListSink(), EdgeMetrics()
+    pipeline = Pipeline(fake_converter(32), lambda: sink, metrics, PipelineSettings(),
+                        observers=[Tagger()])
+    pipeline.start()
+    raws = images(3)
+    for seq, raw in enumerate(raws):
+        pipeline.submit(tile_frames("s", seq, raw))
+    pipeline.submit(encode_scan_end("s", {"n_tiles": 3}))
+    assert pipeline.close(drain=True, timeout_s=10)
+    seen = [(m.kind, m.header.get("seq", m.header.get("note"))) for m in sink.messages]
+    assert seen == [("sem", 0), ("scan-end", "after 0"), ("sem", 1), ("sem", 2),
+                    ("scan-end", "after 2"), ("scan-end", "before the end, 3"),
+                    ("scan-end", None)]
+    assert_accounted(metrics)

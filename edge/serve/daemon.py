@@ -107,9 +107,9 @@ class Daemon:
     def _start_pipeline(self) -> None:
         config = self.config
         settings = config.pipeline_settings()
-        mosaic = None
+        observers = []
         if config.mosaic.enabled:
-            mosaic = MosaicWriter(Path(config.mosaic.directory), config.mosaic.refine)
+            observers.append(MosaicWriter(Path(config.mosaic.directory), config.mosaic.refine))
         assert self._context is not None and self._converter is not None
         context = self._context
         self._pipeline = Pipeline(
@@ -117,8 +117,7 @@ class Daemon:
             lambda: ZmqSink(context, config, self._abort),
             self.metrics,
             settings,
-            on_converted=mosaic.add if mosaic else None,
-            on_scan_end=mosaic.finish if mosaic else None,
+            observers,
         )
         self._pipeline.start()
 

@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 
 
 class MosaicWriter:
-    """Builds each scan's mosaic from its converted tiles; writes <dir>/<scan_id>.ome.tif."""
+    """A pipeline observer: builds each scan's mosaic from its converted tiles and writes
+    <dir>/<scan_id>.ome.tif at its scan-end."""
 
     def __init__(self, directory: Path, refine: bool) -> None:
         self.directory = directory
@@ -21,19 +22,21 @@ class MosaicWriter:
         self._builders: dict[str, MosaicBuilder] = {}
         directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, header: dict, image: np.ndarray) -> None:
+    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]:
         builder = self._builders.get(header["scan_id"])
         if builder is None:
             builder = MosaicBuilder(float(header["pixel_size_nm"]), refine=self.refine)
             self._builders[header["scan_id"]] = builder
         builder.add(image, header["x_nm"], header["y_nm"])
+        return []
 
-    def finish(self, scan_id: str, summary: dict) -> None:
+    def scan_end(self, scan_id: str, summary: dict) -> list[list[bytes]]:
         builder = self._builders.pop(scan_id, None)
         if builder is None:
-            return
+            return []
         path = self.directory / f"{scan_id}.ome.tif"
         write_ome_tiff(path, builder.render(), builder.pixel_size_nm,
                        metadata={k: v for k, v in summary.items()
                                  if isinstance(v, str | int | float)})
         log.info("wrote the mosaic of scan %s to %s", scan_id, path)
+        return []

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +63,14 @@ class SinkClosed(Exception):
 class Sink(Protocol):
     def send(self, frames: list[bytes]) -> None: ...
     def close(self) -> None: ...
+
+
+class Observer(Protocol):
+    """Sees each published tile and each scan-end in the publish thread; the messages it returns
+    are published right after that tile, or right before that scan-end (e.g. `defect/`)."""
+
+    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]: ...
+    def scan_end(self, scan_id: str, summary: dict) -> list[list[bytes]]: ...
 
 
 @dataclass(frozen=True)
@@ -114,15 +122,13 @@ class Pipeline:
         sink_factory: Callable[[], Sink],
         metrics: EdgeMetrics,
         settings: PipelineSettings | None = None,
-        on_converted: Callable[[dict, np.ndarray], None] | None = None,
-        on_scan_end: Callable[[str, dict], None] | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.converter = converter
         self.settings = settings = settings or PipelineSettings()
         self.metrics = metrics
         self._sink_factory = sink_factory
-        self._on_converted = on_converted
-        self._on_scan_end = on_scan_end
+        self._observers = tuple(observers)
         capacity = settings.capacity
         self.decode_q = DecodeQueue(capacity)
         self.patches_q: queue.Queue[Any] = queue.Queue(capacity)
@@ -473,7 +479,7 @@ class Pipeline:
                     break
                 index, item = entry
                 if index is None:
-                    if not self._delivered(sink, item, Kind.ERROR):
+                    if not self._delivered(sink, item, Kind.ERROR.value):
                         self._lose(Kind.ERROR, self._send_failure())
                     continue
                 waiting[index] = item
@@ -485,7 +491,7 @@ class Pipeline:
         finally:
             sink.close()
 
-    def _delivered(self, sink: Sink, frames: list[bytes], kind: Kind) -> bool:
+    def _delivered(self, sink: Sink, frames: list[bytes], kind: str) -> bool:
         """Send; False when the sink failed (logged, rate-limited; the caller counts it)."""
         try:
             sink.send(frames)
@@ -494,7 +500,7 @@ class Pipeline:
             return False
         except Exception as exc:  # noqa: BLE001 - a failed send must not stop the stage
             self._rejections.warning(f"send-{kind}", "publishing a %s message failed: %s",
-                                     kind.value, exc)
+                                     kind, exc)
             return False
 
     def _send_failure(self) -> str:
@@ -516,22 +522,23 @@ class Pipeline:
 
     def _emit_scan_end(self, sink: Sink, job: ScanEndJob) -> None:
         counts = self._scans.finish(job.scan_id).counts()
+        for observer in self._observers:
+            self._publish_extra(sink, self._observe(observer.scan_end, job.scan_id,
+                                                    {**job.header, **counts}))
         fields = {k: v for k, v in job.header.items() if k not in ("v", "scan_id")}
         if self._delivered(sink, encode_scan_end(job.scan_id, {**fields, **counts}),
-                           Kind.SCAN_END):
+                           Kind.SCAN_END.value):
             self.metrics.scans_completed.inc()
         else:
             self._lose(Kind.SCAN_END, self._send_failure())
         log.info("scan %s complete: %s", job.scan_id, counts)
-        if self._on_scan_end is not None:
-            self._hook(self._on_scan_end, job.scan_id, {**job.header, **counts})
 
     def _emit_failure(self, sink: Sink, job: TileJob) -> None:
         code = ErrorCode.CONVERSION_FAILED
         self.metrics.rejected.labels(reason=code.value).inc()
         self._scans.count(job.tile.scan_id, "rejected")
         answer = encode_error(job.tile.scan_id, code, job.error or "", job.tile.header)
-        if not self._delivered(sink, answer, Kind.ERROR):
+        if not self._delivered(sink, answer, Kind.ERROR.value):
             self._lose(Kind.ERROR, self._send_failure())
 
     def _emit_tile(self, sink: Sink, job: TileJob) -> None:
@@ -552,7 +559,7 @@ class Pipeline:
             self._emit_failure(sink, job)
             return
         self.metrics.converted.inc()
-        if not self._delivered(sink, frames, Kind.SEM):
+        if not self._delivered(sink, frames, Kind.SEM.value):
             reason = self._send_failure()
             self._scans.count(job.tile.scan_id, "dropped")
             self.metrics.dropped.labels(reason=reason).inc()
@@ -561,8 +568,9 @@ class Pipeline:
         self.metrics.tile_latency.observe(time.monotonic() - job.t_recv)
         self.metrics.observe_stages(stages)
         self._scans.count(job.tile.scan_id, "converted")
-        if self._on_converted is not None:
-            self._hook(self._on_converted, job.tile.header, job.image)
+        for observer in self._observers:
+            self._publish_extra(sink, self._observe(observer.converted, job.tile.header,
+                                                    job.image))
 
     @staticmethod
     def _stage_times(job: TileJob) -> dict[str, float]:
@@ -578,8 +586,15 @@ class Pipeline:
         }
 
     @staticmethod
-    def _hook(hook: Callable[..., None], *args: Any) -> None:
+    def _observe(call: Callable[..., list[list[bytes]]], *args: Any) -> list[list[bytes]]:
         try:
-            hook(*args)
+            return list(call(*args) or [])
         except Exception:
-            log.exception("the %s hook failed", getattr(hook, "__name__", "result"))
+            log.exception("the observer %s failed", getattr(call, "__qualname__", call))
+            return []
+
+    def _publish_extra(self, sink: Sink, messages: list[list[bytes]]) -> None:
+        for frames in messages:
+            kind = bytes(frames[0]).split(b"/", 1)[0].decode(errors="replace")
+            if not self._delivered(sink, frames, kind):
+                self.metrics.lost.labels(kind=kind, reason=self._send_failure()).inc()
