@@ -34,7 +34,7 @@ from edge.inference.bundle import default_bundle_path, load_bundle
 from edge.inference.converter import Converter
 from edge.protocol import Kind, decode_message, encode_tile, topic
 from edge.serve.config_file import build_config, load_config, to_toml
-from edge.serve.daemon import load_converter
+from edge.serve.loader import load_converter
 from edge.tools.supervise import NotifyListener, free_port, start_daemon, stop_daemon
 
 

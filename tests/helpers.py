@@ -51,6 +51,7 @@ class InvertBackend:
         self.delay_s = delay_s
         self.fail_above = fail_above
         self.batch_sizes: list[int] = []
+        self.closed = False
         self._lock = threading.Lock()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -65,16 +66,16 @@ class InvertBackend:
         return 1.0 - batch
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 FAKE_LABEL = "fake@000000"
 
 
 def fake_converter(patch: int = 32, delay_s: float = 0.0, fail_above: float | None = None,
-                   max_batch: int = 8) -> Converter:
+                   max_batch: int = 8, name: str = "fake") -> Converter:
     """A converter whose output is the negative of its input, in grid patches of `patch` px."""
-    return Converter(InvertBackend(delay_s, fail_above), GridTiler(patch), to_float01, "fake",
+    return Converter(InvertBackend(delay_s, fail_above), GridTiler(patch), to_float01, name,
                      "000000", max_batch)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -14,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.protocol import ErrorCode
 from edge.serve import sdnotify
-from edge.serve.metrics import LATENCY_BUCKETS, EdgeMetrics, serve
+from edge.serve.admin import AdminServer, Verdict
+from edge.serve.metrics import LATENCY_BUCKETS, EdgeMetrics
 from edge.serve.nvml import register_gpu_metrics
 
 CONTRACT = {
@@ -113,17 +116,39 @@ def test_promtool_accepts_the_exposition():
     assert result.stdout.strip() == b"" and result.stderr.strip() == b"", result
 
 
-def test_http_endpoint_on_a_free_port():
-    metrics = exercised()
-    server, port = serve(metrics, "127.0.0.1", 0)
+class Answers:
+    """Health answers as a daemon gives them."""
+
+    def liveness(self) -> Verdict:
+        return Verdict(True, {"threads": "alive"})
+
+    def readiness(self) -> Verdict:
+        return Verdict(False, {"reasons": ["loading the model"]})
+
+    def reload(self) -> Verdict:
+        return Verdict(False, {"error": "bundle refused"})
+
+
+def test_the_http_endpoint_serves_metrics_health_and_reload_on_a_free_port():
+    server = AdminServer(exercised(), Answers(), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.port}"
     try:
-        assert port > 0
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
             text = response.read().decode()
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+            assert json.loads(response.read()) == {"ok": True, "threads": "alive"}
+        answers = {}
+        for path, method in (("/readyz", "GET"), ("/-/reload", "POST"), ("/nope", "GET")):
+            request = urllib.request.Request(base + path, method=method)
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(request, timeout=5)
+            answers[path] = (info.value.code, json.loads(info.value.read()))
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     assert "ssum_edge_tiles_converted_total 3.0" in text
+    assert answers["/readyz"] == (503, {"ok": False, "reasons": ["loading the model"]})
+    assert answers["/-/reload"] == (500, {"ok": False, "error": "bundle refused"})
+    assert answers["/nope"][0] == 404
 
 
 def test_nvml_is_optional():

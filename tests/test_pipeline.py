@@ -228,3 +228,30 @@ def test_observers_publish_after_their_tile_and_before_the_scan_end():
                     ("scan-end", "after 2"), ("scan-end", "before the end, 3"),
                     ("scan-end", None)]
     assert_accounted(metrics)
+
+
+def test_a_swap_switches_models_between_tiles_and_closes_the_old_one_when_it_is_done():
+    old = fake_converter(32, delay_s=0.02, max_batch=4, name="old")
+    new = fake_converter(32, max_batch=4, name="new")
+    sink, metrics = ListSink(), EdgeMetrics()
+    pipeline = Pipeline(old, lambda: sink, metrics, PipelineSettings(max_delay_ms=50))
+    pipeline.start()
+    raws = images(12, shape=(32, 64))  # 2 patches a tile: batches would span tiles
+    for seq, raw in enumerate(raws[:6]):
+        pipeline.submit(tile_frames("s", seq, raw))
+    time.sleep(0.05)
+    assert pipeline.swap(new) is old
+    for seq, raw in enumerate(raws[6:], start=6):
+        pipeline.submit(tile_frames("s", seq, raw))
+    assert pipeline.close(drain=True, timeout_s=10)
+    models = [m.header["model"].split("@")[0] for m in sink.kinds("sem")]
+    assert [m.header["seq"] for m in sink.kinds("sem")] == list(range(12))
+    first_new = models.index("new")
+    assert models == ["old"] * first_new + ["new"] * (12 - first_new) and 0 < first_new <= 6
+    patches_by_old = sum(old.backend.batch_sizes)
+    assert patches_by_old == 2 * first_new and sum(new.backend.batch_sizes) == 24 - patches_by_old
+    for message, raw in zip(sink.kinds("sem"), raws, strict=True):
+        expected = np.rint(np.clip(fake_offline(raw), 0, 1) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(message.image, expected)
+    assert old.backend.closed and not new.backend.closed
+    assert_accounted(metrics)

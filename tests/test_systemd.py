@@ -69,6 +69,7 @@ def test_unit_runs_the_daemon_as_a_notify_service_with_watchdog():
     assert settings["Restart"] == "on-failure"
     assert settings["EnvironmentFile"] == "/etc/ssum-edge/ssum-edge.env"
     assert settings["ExecStart"].endswith("ssum edge run --config /etc/ssum-edge/edge.toml")
+    assert settings["ExecReload"].endswith("ssum edge reload --config /etc/ssum-edge/edge.toml")
 
 
 def test_unit_allows_only_the_nvidia_compute_devices():

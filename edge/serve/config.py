@@ -95,8 +95,17 @@ class OutputConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     bundle: str = key("", check.string,
-                      'Model bundle directory. `""`: `$SSUM_BUNDLE`, else `models/default`. Every '
-                      "model file is checked against its sha256; a mismatch stops the daemon.")
+                      'Model bundle directory, or a symlink to one (resolved again at every '
+                      'reload). `""`: `$SSUM_BUNDLE`, else `models/default`. Every model file is '
+                      "checked against its sha256; a mismatch stops the daemon (or fails a "
+                      "reload).")
+    repository: str = key("", check.string,
+                          "A model repository `<repository>/<name>/<version>/` (versions are "
+                          "integers) instead of `bundle`; with `name` and `version`.")
+    name: str = key("", check.string, "The model's folder in `repository`.")
+    version: str = key("latest", check.nonempty,
+                       '`"latest"` (the highest version, at start and at every reload) or one '
+                       'version, e.g. `"3"` (pinned; rollback = pin the previous one, reload).')
     backend: str = choice(SERVING.backend, BACKENDS,
                           "The inference backend. One that cannot be loaded falls back to ONNX "
                           "Runtime with a warning in the log; `ssum_edge_model_info` shows what "

@@ -57,6 +57,9 @@ def _cross_checks(where: str, config: EdgeConfig) -> None:
             f"{where}: [tiling] overlap must be less than half of patch_size "
             f"({tiling.patch_size}), got {tiling.overlap}"
         )
+    model = config.model
+    if model.repository and (model.bundle or not model.name):
+        raise UserError(f"{where}: [model] repository needs name, and excludes bundle")
     if config.mosaic.enabled and not config.mosaic.directory:
         raise UserError(f"{where}: [mosaic] directory must be set when enabled = true")
     sec = config.security

@@ -15,21 +15,19 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import zmq
 
-from edge.errors import UserError
-from edge.inference.bundle import default_bundle_path, load_bundle
 from edge.inference.converter import Converter
 from edge.serve import sdnotify
-from edge.serve.bounds import check_batch_memory, check_queue_memory
+from edge.serve.admin import AdminServer, Verdict
 from edge.serve.config import EdgeConfig
-from edge.serve.metrics import EdgeMetrics, serve
+from edge.serve.loader import Loader, load_converter
+from edge.serve.metrics import EdgeMetrics
 from edge.serve.mosaic_writer import MosaicWriter
 from edge.serve.nvml import register_gpu_metrics
 from edge.serve.pipeline import Pipeline
-from edge.serve.sockets import POLL_MS, ZmqSink, open_input
+from edge.serve.sockets import POLL_MS, InputPeers, ZmqSink, open_input
 
 log = logging.getLogger(__name__)
 
@@ -38,71 +36,58 @@ ABORT_WAIT_S = 5.0
 EXIT_OK, EXIT_FAILED, EXIT_DROPPED = 0, 1, 3
 
 
-def load_converter(config: EdgeConfig) -> Converter:
-    """The converter of the bundle and backend named in [model], checked against this
-    machine's memory and warmed up."""
-    check_queue_memory(config)
-    trusted = Path(config.model.trusted_keys) if config.model.trusted_keys else None
-    bundle = load_bundle(config.model.bundle or default_bundle_path(), trusted_keys=trusted)
-    converter = Converter.from_bundle(bundle, config.converter_settings())
-    patch_size = int(getattr(converter.tiler, "patch_size", 0))
-    try:
-        check_batch_memory(config, bundle, patch_size)
-        converter.warm_up()
-    except MemoryError as exc:
-        converter.close()
-        raise UserError(f"{config.source}: [batching] max_batch = {config.batching.max_batch}: "
-                        f"the warm-up batch of {patch_size} px patches ran out of memory; lower "
-                        "max_batch") from exc
-    except BaseException:
-        converter.close()
-        raise
-    return converter
-
-
 class Daemon:
-    """One daemon instance; several can run in one process (each has its own registry)."""
+    """One daemon instance; several can run in one process (each has its own registry).
 
-    def __init__(self, config: EdgeConfig, converter: Converter | None = None) -> None:
+    `converter` replaces the one [model] names at start; `loader` makes converters from the
+    configuration, at start and at every reload."""
+
+    def __init__(self, config: EdgeConfig, converter: Converter | None = None,
+                 loader: Loader = load_converter) -> None:
         self.config = config
         self.metrics = EdgeMetrics()
         self.metrics_port: int | None = None
         self._converter = converter
-        self._owns_converter = converter is None
+        self._given = converter  # the caller's: not closed by stop()
+        self._loader = loader
         self._context: zmq.Context | None = None
         self._pipeline: Pipeline | None = None
-        self._http: Any = None
+        self._http: AdminServer | None = None
         self._receiver: threading.Thread | None = None
+        self._peers: InputPeers | None = None
         self._stop_intake = threading.Event()
         self._abort = threading.Event()
+        self._ready = threading.Event()
         self._stopped = threading.Event()
         self._receiver_ready = threading.Event()
         self._receiver_error: BaseException | None = None
+        self._reload_lock = threading.Lock()
         self._progress = (0, time.monotonic())
 
     # ----------------------------------------------------------------- life cycle
     def start(self) -> None:
-        """Load the model, open the metrics endpoint and both sockets; returns when ready."""
+        """Open the metrics endpoint (health answers at once), load the model, open both
+        sockets; returns when ready."""
         config = self.config
-        if self._converter is None:
-            self._converter = load_converter(config)
-        labels = self._converter.model_info
-        self.metrics.set_model(**labels)
         if config.metrics.enabled:
             register_gpu_metrics(self.metrics.registry)
-            self._http, self.metrics_port = serve(
-                self.metrics, config.metrics.host, config.metrics.port
-            )
-        self._context = zmq.Context()
+            self._http = AdminServer(self.metrics, self, config.metrics.host, config.metrics.port)
+            self.metrics_port = self._http.port
         try:
+            if self._converter is None:
+                self._converter = self._loader(config)
+            self.metrics.set_model(**self._converter.model_info)
+            self._context = zmq.Context()
             self._start_pipeline()
             self._start_receiver()
         except BaseException:
             self.stop(drain=False)
             raise
+        self._ready.set()
         log.info("ready: model %s on %s/%s, input %s %s, output %s %s", self._converter.label,
-                 labels["backend"], labels["precision"], config.input.socket,
-                 config.input.endpoint, config.output.socket, config.output.endpoint)
+                 self._converter.backend.name, self._converter.backend.precision,
+                 config.input.socket, config.input.endpoint, config.output.socket,
+                 config.output.endpoint)
 
     def _start_pipeline(self) -> None:
         config = self.config
@@ -154,10 +139,10 @@ class Daemon:
         if self._context is not None:
             self._context.term()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-        if self._owns_converter and self._converter is not None:
-            self._converter.close()
+            self._http.close()
+        serving = self._pipeline.converter if self._pipeline else self._converter
+        if serving is not None and serving is not self._given:
+            serving.close()
         self._stopped.set()
         log.info("stopped: %s", self.status_line())
 
@@ -175,23 +160,29 @@ class Daemon:
         assert self._context is not None
         try:
             opened = open_input(self._context, self.config)
+            self._peers = InputPeers(opened.socket, self.config.input.bind)
         except BaseException as exc:  # noqa: BLE001 - re-raised by start() in its thread
             self._receiver_error = exc
             self._receiver_ready.set()
             return
         self._receiver_ready.set()
         assert self._pipeline is not None
-        socket = opened.socket
+        socket, peers = opened.socket, self._peers
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(peers.monitor, zmq.POLLIN)
         try:
             while not self._stop_intake.is_set():
-                if not socket.poll(POLL_MS, zmq.POLLIN):
-                    continue
-                frames = socket.recv_multipart(copy=False)
-                self._pipeline.submit(frames, time.monotonic())
+                ready = dict(poller.poll(POLL_MS))
+                if peers.monitor in ready:
+                    peers.update()
+                if socket in ready:
+                    self._pipeline.submit(socket.recv_multipart(copy=False), time.monotonic())
         except BaseException as exc:  # a dead receive thread must be seen, not lost
             self._pipeline.fail(f"the receive thread died: {exc!r}")
             log.critical("the receive thread died", exc_info=True)
         finally:
+            peers.close()
             opened.close()
 
     # ----------------------------------------------------------------- health
@@ -208,6 +199,53 @@ class Daemon:
             self._progress = (pipeline.published, now)
         return now - self._progress[1] < STALL_S
 
+    def liveness(self) -> Verdict:
+        """/healthz: alive unless a thread died (before start: alive, starting)."""
+        pipeline = self._pipeline
+        if pipeline is not None and pipeline.failed.is_set():
+            return Verdict(False, {"error": pipeline.failure})
+        return Verdict(True, {"state": "serving" if self._ready.is_set() else "starting"})
+
+    def readiness(self) -> Verdict:
+        """/readyz: model loaded and warmed, every stage progressing, input connected."""
+        reasons = []
+        if not self._ready.is_set():
+            reasons.append("loading and warming up the model" if self._pipeline is None
+                           else "starting")
+        elif self._stop_intake.is_set():
+            reasons.append("stopping")
+        else:
+            if not self.healthy():
+                reasons.append("a stage died or nothing was published for "
+                               f"{STALL_S:.0f} s with work waiting")
+            if self._peers is None or not self._peers.connected:
+                reasons.append(f"input not connected to {self.config.input.endpoint}")
+        model = self._pipeline.converter.label if self._pipeline else None
+        return Verdict(not reasons, {"model": model, "reasons": reasons})
+
+    def reload(self) -> Verdict:
+        """Load the bundle [model] names now beside the serving one, warm it, then swap it in
+        between batches; on any failure the old model keeps serving."""
+        if self._pipeline is None or not self._ready.is_set():
+            return Verdict(False, {"error": "the daemon is not serving yet"})
+        with self._reload_lock:
+            old = self._pipeline.converter
+            try:
+                new = self._loader(self.config)
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the old model serving
+                self.metrics.reloads.labels(result="failed").inc()
+                log.error("reload failed, still serving %s: %s", old.label, exc)
+                return Verdict(False, {"error": str(exc), "model": old.label})
+            if (new.label, new.backend.precision) == (old.label, old.backend.precision):
+                new.close()
+                self.metrics.reloads.labels(result="unchanged").inc()
+                return Verdict(True, {"model": old.label, "changed": False})
+            self._pipeline.swap(new, close_old=old is not self._given)
+            self.metrics.set_model(**new.model_info)
+            self.metrics.reloads.labels(result="ok").inc()
+            log.info("reloaded: now serving %s (was %s)", new.label, old.label)
+            return Verdict(True, {"model": new.label, "previous": old.label, "changed": True})
+
     def status_line(self) -> str:
         m = self.metrics
         in_flight = self._pipeline.in_flight if self._pipeline else 0
@@ -219,9 +257,11 @@ class Daemon:
             f"(converted {m.counter_value('tiles_converted'):.0f})"
         )
 
-    def serve_forever(self, stop_requested: threading.Event, status_every_s: float = 5.0) -> int:
+    def serve_forever(self, stop_requested: threading.Event, status_every_s: float = 5.0,
+                      reload_requested: threading.Event | None = None) -> int:
         """Notify systemd (READY, STATUS, WATCHDOG) until asked to stop or a thread dies; then
-        stop. The exit code: 0, 1 (a thread died) or 3 (tiles dropped at shutdown)."""
+        stop. A set `reload_requested` (SIGHUP) reloads the model in the background. The exit
+        code: 0, 1 (a thread died) or 3 (tiles dropped at shutdown)."""
         assert self._pipeline is not None
         failed = self._pipeline.failed
         sdnotify.notify("READY=1\nSTATUS=" + self.status_line())
@@ -229,6 +269,10 @@ class Daemon:
         every = min(status_every_s, interval) if interval else status_every_s
         next_status = time.monotonic()
         while not stop_requested.wait(0.2) and not failed.is_set():
+            if reload_requested is not None and reload_requested.is_set():
+                reload_requested.clear()
+                threading.Thread(target=self._reload_notified, name="edge-reload",
+                                 daemon=True).start()
             if time.monotonic() < next_status:
                 continue
             next_status = time.monotonic() + every
@@ -250,6 +294,14 @@ class Daemon:
         return EXIT_OK
 
 
+    def _reload_notified(self) -> None:
+        """A reload as systemd sees it: RELOADING=1, then READY=1 with the outcome."""
+        sdnotify.notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        verdict = self.reload()
+        outcome = "reloaded" if verdict.ok else "reload failed: " + str(verdict.detail["error"])
+        sdnotify.notify(f"READY=1\nSTATUS={outcome}; " + self.status_line())
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -266,10 +318,17 @@ def run_daemon(config: EdgeConfig, converter: Converter | None = None) -> int:
         log.info("received %s", signal.Signals(signum).name)
         stop.set()
 
+    reload_requested = threading.Event()
+
+    def request_reload(signum: int, _frame: object) -> None:
+        log.info("received SIGHUP: reloading the model")
+        reload_requested.set()
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_reload)
     daemon = Daemon(config, converter)
     daemon.start()
     if daemon.metrics_port is not None:
         log.info("metrics endpoint: http://%s:%d/metrics", config.metrics.host, daemon.metrics_port)
-    return daemon.serve_forever(stop)
+    return daemon.serve_forever(stop, reload_requested=reload_requested)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,11 +15,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
-    start_http_server,
 )
 
 from edge import __version__
-from edge.errors import UserError
 from edge.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -34,6 +31,7 @@ STAGES = ("preprocess", "queue", "infer", "blend", "publish")
 QUEUES = ("decode", "patches", "blend", "publish")
 DROP_REASONS = ("queue_full", "shutdown", "send_failed")
 LOST_KINDS = ("error", "scan-end")
+RELOAD_RESULTS = ("ok", "unchanged", "failed")
 
 
 class EdgeMetrics:
@@ -99,6 +97,14 @@ class EdgeMetrics:
             PREFIX + "model_info", "The model being served (value 1).",
             ["name", "sha256", "backend", "precision", "device"], registry=reg,
         )
+        self.reloads = Counter(
+            PREFIX + "model_reloads", "Model reloads (hot swaps) by result: ok, unchanged, failed.",
+            ["result"], registry=reg,
+        )
+        self.model_loaded = Gauge(
+            PREFIX + "model_loaded_timestamp_seconds", "When the model being served was loaded.",
+            registry=reg,
+        )
         self.build_info = Gauge(
             PREFIX + "build_info", "ssum-edge version (value 1).", ["version"], registry=reg
         )
@@ -115,6 +121,8 @@ class EdgeMetrics:
                 self.lost.labels(kind=kind, reason=reason)
         for stage in STAGES:
             self.stage_latency.labels(stage=stage)
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result=result)
 
     def watch_queue(self, name: str, depth: Callable[[], float], capacity: int) -> None:
         """Report a queue's depth at every scrape, and its capacity."""
@@ -122,6 +130,8 @@ class EdgeMetrics:
         self.queue_capacity.labels(queue=name).set(capacity)
 
     def set_model(self, name: str, sha256: str, backend: str, precision: str, device: str) -> None:
+        """The model now served (the previous one's info series ends)."""
+        self.model_loaded.set_to_current_time()
         self.model_info.clear()
         self.model_info.labels(
             name=name, sha256=sha256, backend=backend, precision=precision, device=device
@@ -141,14 +151,3 @@ class EdgeMetrics:
                 ):
                     total += sample.value
         return total
-
-
-def serve(metrics: EdgeMetrics, host: str, port: int) -> tuple[Any, int]:
-    """Start the HTTP endpoint; port 0 picks a free port. Returns (server, actual port)."""
-    try:
-        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    except OSError as exc:
-        raise UserError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
-    actual = int(server.server_port)
-    log.info("metrics on http://%s:%d/metrics", host, actual)
-    return server, actual

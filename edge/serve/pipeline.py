@@ -92,6 +92,7 @@ class TileJob:
     tile: Tile
     t_recv: float
     index: int = -1
+    converter: Converter | None = None  # the model the tile started on, it finishes on
     patches: np.ndarray | None = None
     plan: Any = None
     cursor: int = 0
@@ -125,6 +126,8 @@ class Pipeline:
         observers: Sequence[Observer] = (),
     ) -> None:
         self.converter = converter
+        self._users: dict[int, int] = {}  # id(converter) -> tiles on it in flight
+        self._retired: dict[int, Converter] = {}
         self.settings = settings = settings or PipelineSettings()
         self.metrics = metrics
         self._sink_factory = sink_factory
@@ -217,6 +220,38 @@ class Pipeline:
         """Items the publish stage has finished with (progress, for the watchdog)."""
         return self._published
 
+    # ----------------------------------------------------------------- models
+    def swap(self, converter: Converter, close_old: bool = True) -> Converter:
+        """Serve `converter` from the next tile on; tiles already started finish on the old
+        model, which is closed (when close_old) once the last of them is out."""
+        with self._lock:
+            old, self.converter = self.converter, converter
+            idle = self._users.get(id(old), 0) == 0
+            if not idle and close_old:
+                self._retired[id(old)] = old
+        if idle and close_old and old is not converter:
+            old.close()
+        return old
+
+    def _claim(self) -> Converter:
+        with self._lock:
+            converter = self.converter
+            self._users[id(converter)] = self._users.get(id(converter), 0) + 1
+            return converter
+
+    def _release(self, job: TileJob) -> None:
+        if job.converter is None:
+            return
+        key, retired = id(job.converter), None
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                del self._users[key]
+                retired = self._retired.pop(key, None)
+        if retired is not None:
+            retired.close()
+            log.info("closed model %s: its last tile is out", retired.label)
+
     # ----------------------------------------------------------------- intake
     def submit(self, frames: list[Any], t_recv: float | None = None) -> None:
         """Validate one input message and queue it (called by the receive thread only)."""
@@ -300,6 +335,7 @@ class Pipeline:
         if isinstance(job, ScanEndJob):
             self._lose(Kind.SCAN_END, reason)
             return
+        self._release(job)
         self._scans.count(job.tile.scan_id, "dropped")
         self.metrics.dropped.labels(reason=reason).inc()
         self._rejections.warning(f"drop-{reason}", "dropped tile seq %d of scan %s (%s)",
@@ -351,8 +387,9 @@ class Pipeline:
     def _prepare(self, job: TileJob) -> None:
         job.times["pre_start"] = time.monotonic()
         try:
-            image = self.converter.prepare(np.asarray(job.tile.image))
-            job.patches, job.plan = self.converter.tiler.split(image)
+            converter = job.converter = self._claim()
+            image = converter.prepare(np.asarray(job.tile.image))
+            job.patches, job.plan = converter.tiler.split(image)
         except Exception as exc:  # a valid tile the model cannot take: answer, keep going
             log.exception("preprocessing tile seq %d of scan %s failed", job.tile.seq,
                           job.tile.scan_id)
@@ -377,11 +414,12 @@ class Pipeline:
             batch: list[tuple[TileJob, int, int]] = []
             size = 0
             deadline = 0.0
-            while size < self.converter.max_batch:
+            model = current.converter if current is not None else self.converter
+            assert model is not None
+            while size < model.max_batch:
                 if current is not None and current.patches is not None \
                         and current.cursor < len(current.patches):
-                    take = min(len(current.patches) - current.cursor,
-                               self.converter.max_batch - size)
+                    take = min(len(current.patches) - current.cursor, model.max_batch - size)
                     batch.append((current, current.cursor, current.cursor + take))
                     current.cursor += take
                     size += take
@@ -409,6 +447,8 @@ class Pipeline:
                     self._forward(self.blend_q, item)
                     continue
                 current = item
+                if batch and item.converter is not batch[0][0].converter:
+                    break  # a model swap: a batch never mixes models
             if batch:
                 self._run_batch(batch)
         self._forward(self.blend_q, STOP)
@@ -416,8 +456,10 @@ class Pipeline:
     def _run_batch(self, batch: list[tuple[TileJob, int, int]]) -> None:
         jobs = list(dict.fromkeys(job for job, _, _ in batch))
         inputs = np.concatenate([_patches(job)[a:b] for job, a, b in batch])
+        model = jobs[0].converter
+        assert model is not None
         try:
-            outputs = np.asarray(self.converter.backend.infer(inputs))
+            outputs = np.asarray(model.backend.infer(inputs))
             if outputs.shape[0] != inputs.shape[0]:
                 raise ValueError(
                     f"backend returned {outputs.shape[0]} outputs for {inputs.shape[0]} patches"
@@ -451,7 +493,7 @@ class Pipeline:
                 continue
             if not item.error:
                 try:
-                    merged = self.converter.tiler.merge(np.concatenate(item.outputs), item.plan)
+                    merged = item.converter.tiler.merge(np.concatenate(item.outputs), item.plan)
                     item.image = np.asarray(merged, dtype=np.float32).reshape(
                         item.tile.image.shape)
                 except Exception as exc:
@@ -516,6 +558,8 @@ class Pipeline:
             self._emit_failure(sink, item)
         else:
             self._emit_tile(sink, item)
+        if isinstance(item, TileJob):
+            self._release(item)
         with self._lock:
             self._in_flight -= 1
             self._published += 1
@@ -544,10 +588,12 @@ class Pipeline:
     def _emit_tile(self, sink: Sink, job: TileJob) -> None:
         stages = self._stage_times(job)
         total = sum(stages.values())
+        model = job.converter
+        assert model is not None
         extra = {
-            "model": self.converter.label,
-            "backend": self.converter.backend.name,
-            "precision": self.converter.backend.precision,
+            "model": model.label,
+            "backend": model.backend.name,
+            "precision": model.backend.precision,
             "latency_ms": {**{k: round(v * 1e3, 3) for k, v in stages.items()},
                            "total": round(total * 1e3, 3)},
         }

@@ -7,6 +7,7 @@ import logging
 import threading
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from edge.protocol import MAX_HEADER_BYTES, MAX_TOPIC_BYTES, Kind, topic
 from edge.serve.config import EdgeConfig
@@ -39,6 +40,32 @@ def open_input(context: zmq.Context, config: EdgeConfig) -> OpenSocket:
     log.info("input: %s %s %s", cfg.socket, "bound to" if cfg.bind else "connected to",
              cfg.endpoint)
     return opened
+
+
+class InputPeers:
+    """Peers of the input socket, from its ZeroMQ monitor (read by the receive thread)."""
+
+    EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+
+    def __init__(self, socket: zmq.Socket, bound: bool) -> None:
+        self.bound = bound
+        self.count = 0
+        self.monitor = socket.get_monitor_socket(self.EVENTS)
+
+    def update(self) -> None:
+        """Take every pending monitor event."""
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            self.count += 1 if event in (zmq.EVENT_CONNECTED, zmq.EVENT_ACCEPTED) else -1
+            self.count = max(self.count, 0)
+
+    @property
+    def connected(self) -> bool:
+        """A bound input is ready when listening; a connecting one once connected."""
+        return self.bound or self.count > 0
+
+    def close(self) -> None:
+        self.monitor.close(linger=0)
 
 
 class ZmqSink:

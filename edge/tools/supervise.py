@@ -6,11 +6,13 @@ sockets, model and backend are up, with no polling of ports.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -86,3 +88,19 @@ def scrape(metrics_port: int) -> dict[str, float]:
             if sample.name.endswith("_total"):
                 values[sample.name] = values.get(sample.name, 0.0) + sample.value
     return values
+
+
+def request_reload(url: str, timeout_s: float = 600.0) -> dict:
+    """POST <url>/-/reload to a running daemon; its JSON answer (ok, model, error, ...)."""
+    request = urllib.request.Request(url.rstrip("/") + "/-/reload", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            return dict(json.loads(exc.read()))
+        except ValueError:
+            raise UserError(f"{url}: answered {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"no daemon answers at {url} ({exc}); is it running, with [metrics] "
+                        "enabled on that port?") from exc

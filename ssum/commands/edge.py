@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edge.errors import UserError
@@ -12,6 +13,7 @@ from edge.inference.engine_cache import EngineCache
 from edge.serve.config import DEFAULTS
 from edge.serve.config_file import load_config, to_toml
 from edge.serve.daemon import run_daemon
+from edge.tools.supervise import request_reload
 
 # flag -> the configuration key it overrides
 OVERRIDE_FLAGS = {
@@ -40,6 +42,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check-config", help="validate a configuration and print the effective one",
     )
     _config_argument(check)
+    reload = actions.add_parser(
+        "reload", help="hot-swap the running daemon's model (what systemctl reload runs)",
+        description="Asks the daemon on [metrics] host:port (or --url) to load the bundle its "
+        "[model] names now beside the serving one, warm it up and swap it in between batches. "
+        "Exit code 0 when it serves the new (or the unchanged) model, 1 when the old model "
+        "kept serving because the new one failed (the reason is printed).",
+    )
+    _config_argument(reload)
+    reload.add_argument("--url", default=None,
+                        help="the daemon's endpoint, e.g. http://127.0.0.1:9108 (default: from "
+                             "the configuration)")
+    reload.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait (a TensorRT engine build can take minutes)")
     engine = actions.add_parser(
         "build-engine", help="build (or find) the TensorRT engine for a bundle in the engine cache",
         description="The daemon builds a missing engine itself at start-up when its backend is "
@@ -69,11 +84,25 @@ def run(args: argparse.Namespace) -> int:
         return _build_engine(args)
     overrides = {key: getattr(args, flag, None) for flag, key in OVERRIDE_FLAGS.items()}
     config = load_config(args.config, overrides)
+    if args.action == "reload":
+        return _reload(args.url or f"http://{config.metrics.host}:{config.metrics.port}",
+                       args.timeout)
     if args.action == "check-config":
         print(f"# {config.source}: valid; effective configuration:")
         print(to_toml(config), end="")
         return 0
     return run_daemon(config)
+
+
+def _reload(url: str, timeout_s: float) -> int:
+    answer = request_reload(url, timeout_s)
+    if answer.get("ok"):
+        changed = "now serving" if answer.get("changed") else "unchanged, still serving"
+        print(f"reloaded: {changed} {answer.get('model')}")
+        return 0
+    print(f"reload failed, still serving {answer.get('model')}: {answer.get('error')}",
+          file=sys.stderr)
+    return 1
 
 
 def _build_engine(args: argparse.Namespace) -> int:

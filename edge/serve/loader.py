@@ -1,0 +1,37 @@
+"""Loading the daemon's model: resolve, verify, check against memory, warm up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.errors import UserError
+from edge.inference.bundle import load_bundle
+from edge.inference.converter import Converter
+from edge.serve.bounds import check_batch_memory, check_queue_memory
+from edge.serve.config import EdgeConfig
+from edge.serve.model_source import resolve_bundle
+
+Loader = Callable[[EdgeConfig], Converter]
+
+
+def load_converter(config: EdgeConfig) -> Converter:
+    """The converter of the bundle [model] names now (sha256 and signature verified), checked
+    against this machine's memory and warmed up."""
+    check_queue_memory(config)
+    trusted = Path(config.model.trusted_keys) if config.model.trusted_keys else None
+    bundle = load_bundle(resolve_bundle(config.model), trusted_keys=trusted)
+    converter = Converter.from_bundle(bundle, config.converter_settings())
+    patch_size = int(getattr(converter.tiler, "patch_size", 0))
+    try:
+        check_batch_memory(config, bundle, patch_size)
+        converter.warm_up()
+    except MemoryError as exc:
+        converter.close()
+        raise UserError(f"{config.source}: [batching] max_batch = {config.batching.max_batch}: "
+                        f"the warm-up batch of {patch_size} px patches ran out of memory; lower "
+                        "max_batch") from exc
+    except BaseException:
+        converter.close()
+        raise
+    return converter
