@@ -91,16 +91,19 @@ def _executed(extended: int, patch: int, context: int) -> int | None:
     return patches_needed(extended, patch, context) * patch
 
 
-def test_fit_executes_no_more_than_any_grid_of_equal_patches_under_the_bound():
-    tiler = Tiler(128, 28, fit_pixels=2**14)
+@pytest.mark.parametrize("shape, bound", [((1000, 130), 2**14), ((600, 600), 2**17),
+                                          ((300, 1000), 3 * 2**14)])
+def test_fit_executes_no_more_than_any_grid_of_equal_patches_under_the_bound(shape, bound):
+    tiler = Tiler(128, 28, fit_pixels=bound)
     assert tiler.plan((100, 120)).patch_shape == (100, 120)  # the whole image: one patch
-    plan = tiler.plan((1000, 130))
-    assert plan.patch_shape[0] * plan.patch_shape[1] <= 2**14 and plan.n_patches > 1
+    plan = tiler.plan(shape)
+    assert plan.patch_shape[0] * plan.patch_shape[1] <= bound and plan.n_patches > 1
+    extended = [-(-side // 4) * 4 for side in shape]
     best = None
-    for py in range(8, 1001, 4):
-        for px in range(8, 133, 4):
-            ey, ex = _executed(1000, py, 28), _executed(132, px, 28)
-            if py * px <= 2**14 and ey and ex and (best is None or ey * ex < best):
+    for py in range(8, extended[0] + 1, 4):
+        for px in range(8, extended[1] + 1, 4):
+            ey, ex = _executed(extended[0], py, 28), _executed(extended[1], px, 28)
+            if py * px <= bound and ey and ex and (best is None or ey * ex < best):
                 best = ey * ex
     assert plan.rows.executed * plan.cols.executed == best
 
