@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -22,7 +22,8 @@ from edge.inference.backends import BACKENDS, Backend, load_backend
 from edge.inference.backends.base import BoundedBackend
 from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.inference.bundle import PRECISIONS, Bundle, load_bundle, sha256_file
-from edge.inference.preprocess import PreprocessParams, preprocess
+from edge.inference.preprocess import PreprocessParams, preprocess, reach
+from edge.inference.streaming import ReadRows, convert_rows
 from edge.inference.tiling import WINDOWS, Tiler, TilerLike, convert_image
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Converter:
     name: str
     sha256: str
     max_batch: int = 8
+    prepare_margin: int | None = 0  # rows `prepare` reads around a row; None: the whole image
 
     @classmethod
     def from_bundle(cls, bundle: Bundle | str | Path,
@@ -94,7 +96,7 @@ class Converter:
             return preprocess(to_float01(np.asarray(raw)), params)
 
         return cls(BoundedBackend(backend, settings.max_pixels), tiler, prepare, bundle.name,
-                   sha256, settings.max_batch)
+                   sha256, settings.max_batch, reach(params))
 
     @property
     def label(self) -> str:
@@ -111,6 +113,16 @@ class Converter:
     def convert(self, raw: np.ndarray) -> np.ndarray:
         """One image of any size, float32 (H, W); values are the network's, not clipped."""
         return convert_image(self.prepare(raw), self.backend, self.tiler, self.max_batch)
+
+    def convert_rows(self, read: ReadRows, shape: tuple[int, int]) -> Iterator[np.ndarray]:
+        """The same image as consecutive blocks of rows, read (`read(y0, y1)`: raw rows) and
+        converted one band of patches at a time (edge.inference.streaming); in one block when
+        the preprocessing needs the whole image."""
+        if self.prepare_margin is None or not isinstance(self.tiler, Tiler):
+            yield self.convert(read(0, shape[0]))
+            return
+        yield from convert_rows(read, shape, self.prepare, self.prepare_margin, self.backend,
+                                self.tiler, self.max_batch)
 
     def warm_up(self) -> float:
         """One full batch of patches: the first run of a shape allocates the runtime's memory
