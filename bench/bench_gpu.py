@@ -17,11 +17,9 @@ been run: no GPU was available to this work. Writes bench/results/gpu.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from report import write_report
 from roofline import conv_flop_per_pixel
-from run import machine, relative
+from run import relative
 
 from edge.inference.bundle import Bundle, default_bundle_path, load_bundle
 from edge.inference.converter import Converter, ConverterSettings
@@ -260,15 +259,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     results = measure(plan, bundle, torch)
-    report = {"benchmark": "gpu", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": "python bench/bench_gpu.py " + " ".join(argv or sys.argv[1:]),
-              "machine": machine(), "bundle": relative(bundle.path), "plan": asdict(plan),
-              **results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {relative(args.out)}")
+    write_report(args.out, "gpu", argv, {"bundle": relative(bundle.path), "plan": asdict(plan),
+                                         **results})
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

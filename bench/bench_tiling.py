@@ -22,12 +22,10 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_int8 import patches_per_s
+from report import write_report
 from roofline import conv_flop_per_pixel, cpu_peak
-from run import machine, relative
+from run import relative
 
 from edge.inference.backends import load_backend
 from edge.inference.bundle import Bundle, default_bundle_path, load_bundle
@@ -144,14 +144,9 @@ def backend_speed(bundle: Bundle, name: str, size: int, threads: int, repeats: i
     if backend.name != name:
         raise RuntimeError(f"{name} did not load")
     batch = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
-    backend.infer(batch)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backend.infer(batch)
-        times.append(time.perf_counter() - start)
+    seconds = 1 / patches_per_s(backend, batch, repeats)
     backend.close()
-    return statistics.median(times)
+    return seconds
 
 
 def backends_table(bundle: Bundle, flop_px: float, peak: float, args: argparse.Namespace) -> list:
@@ -233,25 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     m = measure(args)
     results = m["results"]
     print_table(results, m["backends"], m["peak"])
-    report = {
-        "benchmark": "tiling_cpu", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python bench/bench_tiling.py " + " ".join(argv or sys.argv[1:]),
-        "machine": machine(), "bundle": relative(m["bundle"].path),
-        "image": {"size": [args.size, args.size], "source": "trainer.sim.pairs.make_pair",
-                  "seed": args.seed},
-        "threads": args.threads, "receptive_margin_px": m["margin"],
-        "flop_per_pixel": m["flop_per_pixel"], "cpu_peak": m["peak"], "methods": results,
-        "backends": m["backends"]}
+    fields = {"bundle": relative(m["bundle"].path),
+              "image": {"size": [args.size, args.size], "source": "trainer.sim.pairs.make_pair",
+                        "seed": args.seed},
+              "threads": args.threads, "receptive_margin_px": m["margin"],
+              "flop_per_pixel": m["flop_per_pixel"], "cpu_peak": m["peak"], "methods": results,
+              "backends": m["backends"]}
     if "monai" in results:
-        report["project_speedup_vs_monai"] = (results["monai"]["s_per_mpix"]
+        fields["project_speedup_vs_monai"] = (results["monai"]["s_per_mpix"]
                                               / results["project-fit"]["s_per_mpix"])
-        print(f"project (fit) vs MONAI: {report['project_speedup_vs_monai']:.2f}x faster "
+        print(f"project (fit) vs MONAI: {fields['project_speedup_vs_monai']:.2f}x faster "
               "(target >= 1.5)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {relative(args.out)}")
+    write_report(args.out, "tiling_cpu", argv, fields)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
