@@ -153,9 +153,10 @@ def test_the_context_is_the_receptive_margin_the_bundle_measured(tiny_bundle):
     (tiny_bundle / "manifest.json").write_text(json.dumps(manifest))
     with Converter.from_bundle(tiny_bundle, ConverterSettings(threads=1)) as converter:
         assert converter.tiler.overlap == 40 and converter.tiler.mode == "fit"
-    settings = ConverterSettings(threads=1, patching="fixed")
-    with Converter.from_bundle(tiny_bundle, settings) as converter:
-        assert converter.tiler.mode == "fixed" and converter.tiler.patch_size == 128
+    for settings, patch in ((ConverterSettings(threads=1, patching="fixed"), 128),
+                            (ConverterSettings(threads=1, patch_size=96), 96)):
+        with Converter.from_bundle(tiny_bundle, settings) as converter:
+            assert converter.tiler.mode == "fixed" and converter.tiler.patch_size == patch
 
 
 def _whole_image(bundle, image: np.ndarray) -> np.ndarray:

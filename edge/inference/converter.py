@@ -35,11 +35,12 @@ PATCHING = ("auto", "fit", "fixed")
 class ConverterSettings:
     """How to serve a bundle. patching: "fit" plans for each image the fewest, largest patches
     of at most max_pixels (one patch when the image fits), "fixed" uses patch_size patches
-    (TensorRT's profile shape), "auto" is fixed for TensorRT and fit otherwise; max_pixels also
-    bounds the input pixels of one inference call (the runtime's working memory grows with
-    it); patch_size 0: the bundle's; overlap 0: the bundle's measured receptive margin; threads
-    0: all cores; model_file: serve this ONNX file instead of the bundle's model of `precision`
-    (the calibration gate scores candidates before they join the bundle)."""
+    (TensorRT's profile shape), "auto" is fixed for TensorRT or when patch_size is set, fit
+    otherwise; max_pixels also bounds the input pixels of one inference call (the runtime's
+    working memory grows with it); patch_size 0: the bundle's; overlap 0: the bundle's measured
+    receptive margin; threads 0: all cores; model_file: serve this ONNX file instead of the
+    bundle's model of `precision` (the calibration gate scores candidates before they join the
+    bundle)."""
 
     backend: str = "onnxruntime"
     precision: str = "fp32"
@@ -149,7 +150,8 @@ class Converter:
 def _tiler(io: dict, settings: ConverterSettings, backend: str) -> Tiler:
     """The tiler of the settings; the context is the receptive margin the bundle measured."""
     margin = int(io.get("receptive_margin", io["overlap"]))
-    fit = settings.patching == "fit" or settings.patching == "auto" and backend != "tensorrt"
+    fit = settings.patching == "fit" or (settings.patching == "auto" and backend != "tensorrt"
+                                         and not settings.patch_size)
     tiler = Tiler(settings.patch_size or int(io["patch_size"]), settings.overlap or margin,
                   multiple=int(io["spatial_multiple"]), window=settings.window,
                   fit_pixels=settings.max_pixels if fit else 0)
