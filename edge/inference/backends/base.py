@@ -36,7 +36,7 @@ def check_batch(batch: np.ndarray, multiple: int = 4) -> np.ndarray:
 class BoundedBackend:
     """A backend whose calls hold at most `max_pixels` input pixels (at least one patch):
     larger batches run as several calls. The runtime's working memory grows with the pixels of
-    one call (ONNX Runtime on the CPU: about 1.3 GB per megapixel for the shipped model), and
+    one call (ONNX Runtime on the CPU: 0.8 to 1.3 GB per megapixel for the shipped model), and
     the daemon batches by count, so this bounds it whatever the patch size."""
 
     def __init__(self, inner: Backend, max_pixels: int) -> None:
