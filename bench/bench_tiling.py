@@ -60,9 +60,10 @@ def peak_rss_mb() -> float:
     return int(status.read_text().split("VmHWM:")[1].split()[0]) / 1024
 
 
-def run_project(bundle: Bundle, image: np.ndarray, threads: int, batch: int,
-                patching: str) -> tuple[np.ndarray, dict[str, Any]]:
-    settings = ConverterSettings(threads=threads, max_batch=batch, patching=patching)
+def run_project(bundle: Bundle, image: np.ndarray, threads: int, batch: int, patching: str,
+                max_pixels: int) -> tuple[np.ndarray, dict[str, Any]]:
+    settings = ConverterSettings(threads=threads, max_batch=batch, patching=patching,
+                                 max_pixels=max_pixels)
     with Converter.from_bundle(bundle, settings) as converter:
         converter.backend.infer(np.zeros((1, 1, 256, 256), np.float32))  # session start-up
         plan = converter.tiler.plan(image.shape)
@@ -122,7 +123,8 @@ def child(args: argparse.Namespace) -> int:
         out, figures = run_monai(bundle, image, args.threads, args.batch)
     else:
         patching = args.child.removeprefix("project-")
-        out, figures = run_project(bundle, image, args.threads, args.batch, patching)
+        out, figures = run_project(bundle, image, args.threads, args.batch, patching,
+                                   args.max_pixels)
     np.save(args.output, np.asarray(out, dtype=np.float32))
     print(json.dumps({**figures, "peak_rss_mb": peak_rss_mb()}))
     return 0
@@ -131,7 +133,8 @@ def child(args: argparse.Namespace) -> int:
 def run_child(method: str, args: argparse.Namespace, image: Path, out: Path) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", method, "--input",
                str(image), "--output", str(out), "--threads", str(args.threads),
-               "--batch", str(args.batch)] + (["--bundle", str(args.bundle)] if args.bundle else [])
+               "--batch", str(args.batch), "--max-pixels", str(args.max_pixels)]
+    command += ["--bundle", str(args.bundle)] if args.bundle else []
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"bench: {method} failed:\n{done.stderr[-3000:]}")
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     parser.add_argument("--batch", type=int, default=ConverterSettings().max_batch,
                         help="patches per call (project and MONAI)")
+    parser.add_argument("--max-pixels", type=int, default=ConverterSettings().max_pixels,
+                        help="the project's most pixels per patch and call (a sweep: run again)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per backend patch")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/tiling_cpu.json")
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
