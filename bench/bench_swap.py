@@ -1,6 +1,7 @@
 """Hot model swaps under a steady stream: tiles lost or errored, the longest gap between two
 published tiles around a swap against the usual gap, and the daemon's memory after 1 and after
-N swaps (`make bench`; bench/results/swap_<device>.json).
+N swaps, each measured once the daemon has caught up with the stream (`make bench`;
+bench/results/swap_<device>.json).
 
 A real daemon process (`ssum edge run`, PULL in, PUB out) converts a steady stream of simulated
 tiles from bundle A; every few seconds the symlink it serves is moved to the other bundle (B is
@@ -87,7 +88,15 @@ class Stream:
             if self.stop.is_set() and len(self.received) >= self.sent:
                 return
 
+    def drained(self, timeout_s: float) -> bool:
+        """Wait until every tile sent so far came back (the daemon kept up)."""
+        target, deadline = self.sent, time.monotonic() + timeout_s
+        while len(self.received) < target and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return len(self.received) >= target
+
     def finish(self) -> None:
+        self.drained(120)
         self.stop.set()
         for thread in self.threads:
             thread.join(120)
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=None, help="bundle A (default: shipped)")
     parser.add_argument("--swaps", type=int, default=20)
     parser.add_argument("--every", type=float, default=4.0, help="seconds between swaps")
-    parser.add_argument("--rate", type=float, default=1.0, help="tiles per second")
+    parser.add_argument("--rate", type=float, default=0.5, help="tiles per second")
     parser.add_argument("--tile", type=int, default=256, help="tile size in px")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/swap_cpu.json")
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.monotonic()
                 code, seconds, said = reload(config)
                 reloads.append({"code": code, "seconds": seconds, "said": said,
-                                "window": (start, time.monotonic())})
+                                "window": (start, time.monotonic()),
+                                "caught_up": stream.drained(60)})
                 memory.append(rss_bytes(daemon.pid))
                 time.sleep(max(0.0, args.every - seconds))
         finally:
@@ -166,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "bundle": relative(bundle), "tile_px": args.tile,
         "rate_hz": args.rate, "swaps": args.swaps, "reload_exit_codes": [r["code"] for r in reloads],
         "reload_seconds": [round(r["seconds"], 2) for r in reloads],
+        "caught_up_after_each_swap": [r["caught_up"] for r in reloads],
         "tiles_sent": stream.sent, "tiles_converted": kinds.count("sem"),
         "tiles_errored": kinds.count("error"), "tiles_lost": stream.sent - len(kinds),
         "model_switches_in_headers": switches,

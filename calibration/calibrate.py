@@ -70,7 +70,8 @@ def calibrate(bundle: Bundle, settings: CalibrationSettings) -> dict[str, Any]:
     """Make the variants, gate them, update the manifest; returns the report (calibration.json)."""
     start = time.monotonic()
     fp32_path = bundle.model("onnx", "fp32").path
-    serving = ConverterSettings(threads=settings.threads, model_file=fp32_path)
+    # calibration patches are the bundle's fixed patches, as TensorRT and the docs have them
+    serving = ConverterSettings(threads=settings.threads, model_file=fp32_path, patching="fixed")
     with Converter.from_bundle(bundle, serving) as fp32_converter:
         data = load_calibration_data(fp32_converter, settings.data, settings.calib_patches,
                                      settings.holdout, settings.seed)

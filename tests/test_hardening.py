@@ -284,3 +284,18 @@ def test_intake_blocked_on_a_full_queue_gives_up_when_aborted():
     assert pipeline.close(drain=False, timeout_s=10)
     assert metrics.counter_value("tiles_dropped", reason="shutdown") > 0
     assert_accounted(metrics)
+
+
+def test_warm_up_and_inference_calls_stay_within_max_pixels(tiny_bundle_source):
+    from edge.inference.converter import Converter, ConverterSettings
+
+    settings = ConverterSettings(max_batch=10**6, patching="fixed", max_pixels=128 * 128 * 4,
+                                 threads=1)
+    with Converter.from_bundle(tiny_bundle_source, settings) as converter:
+        calls: list[int] = []
+        inner = converter.backend.inner
+        real = inner.infer
+        inner.infer = lambda batch: calls.append(len(batch)) or real(batch)
+        converter.warm_up()  # a batch of a million 128 px patches would need 64 GB
+        converter.backend.infer(np.zeros((10, 1, 128, 128), np.float32))
+    assert calls == [4, 4, 4, 2]

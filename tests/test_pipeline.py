@@ -255,3 +255,24 @@ def test_a_swap_switches_models_between_tiles_and_closes_the_old_one_when_it_is_
         np.testing.assert_array_equal(message.image, expected)
     assert old.backend.closed and not new.backend.closed
     assert_accounted(metrics)
+
+
+def test_tiles_of_different_sizes_never_share_a_batch():
+    class ShapeTiler:
+        """One patch per tile, of the tile's own size (as the planner's fit mode)."""
+
+        def split(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+            return image[None, None].astype(np.float32), image.shape
+
+        def merge(self, outputs: np.ndarray, plan: tuple[int, int]) -> np.ndarray:
+            return outputs[0, 0]
+
+    converter = fake_converter(max_batch=8)
+    converter.tiler = ShapeTiler()
+    shapes = [(32, 32), (32, 32), (48, 32), (48, 32), (32, 32)]
+    rng = np.random.default_rng(0)
+    raws = [rng.integers(0, 256, s).astype(np.uint8) for s in shapes]
+    sink, _, _ = run_pipeline(converter, [tile_frames("s", i, r) for i, r in enumerate(raws)],
+                              max_delay_ms=500)
+    assert [m.image.shape for m in sink.kinds("sem")] == shapes
+    assert converter.backend.batch_sizes == [2, 2, 1]

@@ -170,7 +170,7 @@ def test_sighup_reloads_and_a_reload_of_the_same_bundle_changes_nothing(tmp_path
 def test_readyz_is_false_while_the_model_warms_up_and_true_after(tmp_path):
     release = threading.Event()
 
-    def slow_loader(config):
+    def slow_loader(config, warm_shape=None):
         release.wait(30)
         return fake_converter()
 

@@ -118,7 +118,7 @@ def test_a_stage_that_dies_stops_the_process_with_exit_code_1(tmp_path):
 
 
 @pytest.mark.parametrize(("section", "text", "key"), [
-    ("batching", "max_batch = 1000000", "[batching] max_batch = 1000000"),
+    ("tiling", "max_pixels = 1000000000000", "[tiling] max_pixels = 1000000000000"),
     ("queues", "capacity = 1000000", "[queues] capacity = 1000000"),
 ])
 def test_a_configuration_beyond_this_machines_memory_is_one_line(tmp_path, capsys, tiny_bundle,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -67,6 +68,42 @@ def read_raw(path: str | Path) -> np.ndarray:
     return _as_gray(np.asarray(array), path)
 
 
+def open_rows(path: str | Path) -> tuple[tuple[int, int], Callable[[int, int], np.ndarray]]:
+    """An image file's (H, W) and a reader of its rows as stored: `read(y0, y1)`. An
+    uncompressed grayscale TIFF is read from disk a band at a time (memory: the band); any other
+    file is read whole once, as stored (2 bytes a pixel at 16 bits)."""
+    path = Path(path)
+    layout = _contiguous_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else None
+    if layout is None:
+        array = read_raw(path)
+        return (int(array.shape[0]), int(array.shape[1])), lambda y0, y1: array[y0:y1]
+    offset, dtype, (height, width) = layout
+
+    def read(y0: int, y1: int) -> np.ndarray:
+        rows = np.fromfile(path, dtype=dtype, count=(y1 - y0) * width,
+                           offset=offset + y0 * width * dtype.itemsize)
+        return rows.reshape(y1 - y0, width).astype(dtype.newbyteorder("="), copy=False)
+
+    return (height, width), read
+
+
+def _contiguous_tiff(path: Path) -> tuple[int, np.dtype, tuple[int, int]] | None:
+    """(data offset, stored dtype, shape) of a TIFF whose first page is one uncompressed
+    grayscale array of a readable pixel type; None otherwise (or when unreadable)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            if not page.is_contiguous or len(page.shape) != 2 or page.dtype is None:
+                return None
+            dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+            offset = int(page.dataoffsets[0])
+    except (OSError, ValueError, tifffile.TiffFileError):  # read_raw reports it
+        return None
+    if dtype.kind not in "uf" or dtype.kind == "u" and dtype.itemsize > 2:
+        return None
+    return offset, dtype, (int(page.shape[0]), int(page.shape[1]))
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an 8/16-bit or float image file as float32 in [0, 1], 2-D."""
     return to_float01(read_raw(path))
@@ -76,6 +113,26 @@ def write_tiff16(path: str | Path, image: np.ndarray, metadata: dict | None = No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, to_uint16(image), metadata=metadata)
+    return path
+
+
+def write_tiff16_rows(path: str | Path, shape: tuple[int, int],
+                     blocks: Iterable[np.ndarray]) -> Path:
+    """Write a 16-bit TIFF from consecutive blocks of rows (float [0, 1]) as they come: the
+    image is never whole in memory. Written beside the target, renamed when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+
+    def rows() -> Iterator[np.ndarray]:
+        for block in blocks:
+            yield from to_uint16(block)
+
+    try:
+        tifffile.imwrite(partial, data=rows(), shape=shape, dtype=np.uint16, rowsperstrip=64)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -19,19 +19,28 @@ import numpy as np
 from edge.errors import UserError
 from edge.imaging.imageio import to_float01
 from edge.inference.backends import BACKENDS, Backend, load_backend
+from edge.inference.backends.base import BoundedBackend
 from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.inference.bundle import PRECISIONS, Bundle, load_bundle, sha256_file
-from edge.inference.preprocess import PreprocessParams, preprocess
+from edge.inference.preprocess import PreprocessParams, preprocess, reach
+from edge.inference.streaming import ReadRows, convert_rows
 from edge.inference.tiling import WINDOWS, Tiler, TilerLike, convert_image
 
 log = logging.getLogger(__name__)
 
+PATCHING = ("auto", "fit", "fixed")
+
 
 @dataclass(frozen=True)
 class ConverterSettings:
-    """How to serve a bundle. patch_size/overlap 0: the bundle's; threads 0: all cores;
-    model_file: serve this ONNX file instead of the bundle's model of `precision` (the
-    calibration gate scores candidates before they join the bundle)."""
+    """How to serve a bundle. patching: "fit" plans for each image the fewest, largest patches
+    of at most max_pixels (one patch when the image fits), "fixed" uses patch_size patches
+    (TensorRT's profile shape), "auto" is fixed for TensorRT or when patch_size is set, fit
+    otherwise; max_pixels also bounds the input pixels of one inference call (the runtime's
+    working memory grows with it); patch_size 0: the bundle's; overlap 0: the bundle's measured
+    receptive margin; threads 0: all cores; model_file: serve this ONNX file instead of the
+    bundle's model of `precision` (the calibration gate scores candidates before they join the
+    bundle)."""
 
     backend: str = "onnxruntime"
     precision: str = "fp32"
@@ -41,16 +50,21 @@ class ConverterSettings:
     window: str = "hann"
     patch_size: int = 0
     overlap: int = 0
+    patching: str = "auto"
+    max_pixels: int = 4 * 2**20
     model_file: Path | None = None
 
     def __post_init__(self) -> None:
         for name, value, choices in (("backend", self.backend, BACKENDS),
                                      ("precision", self.precision, PRECISIONS),
-                                     ("window", self.window, WINDOWS)):
+                                     ("window", self.window, WINDOWS),
+                                     ("patching", self.patching, PATCHING)):
             if value not in choices:
                 raise UserError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
         if self.max_batch < 1:
             raise UserError(f"the batch size must be at least 1, got {self.max_batch}")
+        if self.max_pixels < 1:
+            raise UserError(f"the pixels per patch must be at least 1, got {self.max_pixels}")
 
 
 @dataclass
@@ -63,6 +77,7 @@ class Converter:
     name: str
     sha256: str
     max_batch: int = 8
+    prepare_margin: int | None = 0  # rows `prepare` reads around a row; None: the whole image
 
     @classmethod
     def from_bundle(cls, bundle: Bundle | str | Path,
@@ -70,21 +85,19 @@ class Converter:
         """Load (and verify) the bundle and the backend the settings name."""
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
-        io = bundle.io
-        tiler = Tiler(settings.patch_size or int(io["patch_size"]),
-                      settings.overlap or int(io["overlap"]),
-                      multiple=int(io["spatial_multiple"]), window=settings.window)
-        margin = int(io.get("receptive_margin", 0))
-        if tiler.overlap < margin:
-            log.warning("tiling overlap %d px is below the model's receptive margin (%d px): "
-                        "patch seams will not match whole-image conversion", tiler.overlap, margin)
-        backend, sha256 = _open_backend(bundle, settings)
         params = PreprocessParams.from_dict(bundle.preprocessing)
+        backend, sha256 = _open_backend(bundle, settings)
+        try:
+            tiler = _tiler(bundle.io, settings, backend.name)
+        except UserError:
+            backend.close()
+            raise
 
         def prepare(raw: np.ndarray) -> np.ndarray:
             return preprocess(to_float01(np.asarray(raw)), params)
 
-        return cls(backend, tiler, prepare, bundle.name, sha256, settings.max_batch)
+        return cls(BoundedBackend(backend, settings.max_pixels), tiler, prepare, bundle.name,
+                   sha256, settings.max_batch, reach(params))
 
     @property
     def label(self) -> str:
@@ -102,16 +115,31 @@ class Converter:
         """One image of any size, float32 (H, W); values are the network's, not clipped."""
         return convert_image(self.prepare(raw), self.backend, self.tiler, self.max_batch)
 
-    def warm_up(self) -> float:
-        """One full batch of patches: the first run of a shape allocates the runtime's memory
-        arena (GBs at 512 px on the CPU), which would otherwise slow the first tiles. Seconds."""
+    def convert_rows(self, read: ReadRows, shape: tuple[int, int]) -> Iterator[np.ndarray]:
+        """The same image as consecutive blocks of rows, read (`read(y0, y1)`: raw rows) and
+        converted one band of patches at a time (edge.inference.streaming); in one block when
+        the preprocessing needs the whole image."""
+        if self.prepare_margin is None or not isinstance(self.tiler, Tiler):
+            yield self.convert(read(0, shape[0]))
+            return
+        yield from convert_rows(read, shape, self.prepare, self.prepare_margin, self.backend,
+                                self.tiler, self.max_batch)
+
+    def warm_up(self, shape: tuple[int, int] | None = None) -> float:
+        """One full batch of patches of `shape` (default: the fixed patch): the first run of a
+        shape allocates the runtime's memory arena (GBs at 512 px on the CPU), which would
+        otherwise slow the first tiles. Seconds."""
         size = int(getattr(self.tiler, "patch_size", 0))
-        if not size:
+        height, width = shape or (size, size)
+        if not height or not width:
             return 0.0
+        bound = int(getattr(self.backend, "max_pixels", 0)) // (height * width)
+        count = max(1, min(self.max_batch, bound) if bound else self.max_batch)
         start = time.monotonic()
-        self.backend.infer(np.zeros((self.max_batch, 1, size, size), np.float32))
+        self.backend.infer(np.zeros((count, 1, height, width), np.float32))
         seconds = time.monotonic() - start
-        log.info("backend warmed up with a batch of %d patches in %.2f s", self.max_batch, seconds)
+        log.info("backend warmed up with a batch of %d patches of %dx%d px in %.2f s", count,
+                 height, width, seconds)
         return seconds
 
     def close(self) -> None:
@@ -122,6 +150,20 @@ class Converter:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _tiler(io: dict, settings: ConverterSettings, backend: str) -> Tiler:
+    """The tiler of the settings; the context is the receptive margin the bundle measured."""
+    margin = int(io.get("receptive_margin", io["overlap"]))
+    fit = settings.patching == "fit" or (settings.patching == "auto" and backend != "tensorrt"
+                                         and not settings.patch_size)
+    tiler = Tiler(settings.patch_size or int(io["patch_size"]), settings.overlap or margin,
+                  multiple=int(io["spatial_multiple"]), window=settings.window,
+                  fit_pixels=settings.max_pixels if fit else 0)
+    if tiler.overlap < margin:
+        log.warning("tiling overlap %d px is below the model's receptive margin (%d px): "
+                    "patch seams will not match whole-image conversion", tiler.overlap, margin)
+    return tiler
 
 
 def _open_backend(bundle: Bundle, settings: ConverterSettings) -> tuple[Backend, str]:

@@ -9,6 +9,7 @@ No step normalises by the image's own statistics, so patches of one tile agree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -84,6 +85,21 @@ def preprocess(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
         blurred = cv2.GaussianBlur(out, (0, 0), params.unsharp_sigma, borderType=cv2.BORDER_REFLECT)
         out = out + params.unsharp_amount * (out - blurred)
     return np.clip(out, 0, 1) if params.clip else out
+
+
+def reach(params: PreprocessParams) -> int | None:
+    """How many px around a pixel `preprocess` reads to compute it (a safe bound), so that an
+    image can be preprocessed in bands; None with CLAHE, whose regions span the whole image."""
+    if params.is_identity:
+        return 0
+    if params.clahe_clip > 0:
+        return None
+    s = params.denoise_strength
+    radius = {"none": 0, "gaussian": math.ceil(4 * s) + 1, "bilateral": 2,
+              "nlmeans": 3 + 10}[params.denoise if s > 0 else "none"]  # OpenCV's window sizes
+    if params.unsharp_amount > 0:
+        radius += math.ceil(4 * params.unsharp_sigma) + 1
+    return radius
 
 
 def _denoise(image: np.ndarray, params: PreprocessParams) -> np.ndarray:

@@ -1,17 +1,11 @@
-"""Overlapped patches with seam blending: convert an image of any size with a fixed-size network.
+"""Patches in, patches out: split an image as the planner says (edge.inference.planner), merge
+the network's outputs back with the planner's weights.
 
-Geometry along each axis (the same for rows and columns):
-- the image is reflect-padded by `overlap` px on each side (more at the far end to round the
-  length up to `multiple` and to at least one core);
-- each patch is `patch_size` px: a *core` of C = patch_size - 2 x overlap px plus `overlap` px of
-  context on each side. With overlap >= the network's receptive margin and fixed normalisation
-  statistics, a patch's output over its core equals whole-image inference there;
-- cores start at multiples of `multiple` (so the network's stride grid stays aligned) and
-  neighbouring cores overlap by `blend` px, where the window blends them.
-
-Merging takes each patch's core only, weighted by the window, with weights normalised to sum to
-one at every pixel. Every weight lies on pixels that are exact, so with the conditions above every
-window gives the whole-image result; the windows differ for models that are not exact (seams).
+Two modes, one geometry: fit (`fit_pixels` > 0; backends with dynamic shapes) plans for each
+image the patch shape that executes the fewest pixels, one patch of the whole image when it
+fits; fixed (`fit_pixels` = 0; TensorRT's profile shape) uses `patch_size` patches. At the image
+border no padding is added beyond the stride multiple: the network pads there itself, as it does
+on the whole image (docs/conversion.md, "The border rule").
 """
 
 from __future__ import annotations
@@ -22,8 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.errors import UserError
+from edge.inference.planner import WINDOWS, AxisPlan, fit_shape, plan_axis, round_up
 
-WINDOWS = ("hann", "gaussian", "linear", "constant", "crop")
+__all__ = ["WINDOWS", "TilePlan", "Tiler", "TilerLike", "convert_image", "infer_in_place"]
 
 
 class TilerLike(Protocol):
@@ -34,144 +29,143 @@ class TilerLike(Protocol):
 
 
 @dataclass(frozen=True)
-class AxisPlan:
-    """Core starts along one axis (image coordinates) and each core's normalised 1-D weights."""
-
-    starts: tuple[int, ...]
-    weights: tuple[np.ndarray, ...]
-    extended: int  # image length rounded up (covered by cores)
-    pad_before: int
-    pad_after: int
-
-
-@dataclass(frozen=True)
 class TilePlan:
-    """How an image was split; `merge` needs it to put the patches back."""
+    """How an image is split; `merge` needs it to put the patches back."""
 
     shape: tuple[int, int]
     rows: AxisPlan
     cols: AxisPlan
-    core: int
-    overlap: int
 
     @property
     def n_patches(self) -> int:
         return len(self.rows.starts) * len(self.cols.starts)
 
+    @property
+    def patch_shape(self) -> tuple[int, int]:
+        return self.rows.patch, self.cols.patch
 
-def _ramp_window(core: int, blend: int, kind: str, sigma: float) -> np.ndarray:
-    t = np.arange(core, dtype=np.float64) + 0.5
-    if kind == "constant" or blend == 0 and kind != "gaussian":
-        return np.ones(core)
-    if kind == "gaussian":
-        return np.exp(-((t - core / 2) ** 2) / (2 * sigma**2))
-    edge = np.minimum(t, core - t) / blend  # 0 at the core's edges, 1 at `blend` px inside
-    ramp = np.clip(edge, 0.0, 1.0)
-    return ramp if kind == "linear" else np.sin(ramp * np.pi / 2) ** 2
+    @property
+    def executed_ratio(self) -> float:
+        """Pixels the network computes per pixel of the image."""
+        return self.rows.executed * self.cols.executed / (self.shape[0] * self.shape[1])
 
 
 class Tiler:
-    """Split images into overlapping patches and merge the converted patches back.
+    """Split images into patches and merge the converted patches back.
 
-    patch_size: network input size (px, multiple of `multiple`); overlap: context per side
-    (rounded up to `multiple`); window: hann | gaussian | linear | constant | crop; blend: width
-    of the overlap between neighbouring cores (default: a quarter of the core, 0 for crop)."""
+    patch_size: the fixed patches' size (px, a multiple of `multiple`; fixed mode and warm-up);
+    overlap: context kept on each side that faces another patch (rounded up to `multiple`; the
+    receptive margin makes patches exact); window: how overlapping kept spans blend;
+    fit_pixels: > 0 for fit mode, the most pixels of one patch; min_side/max_side: the sides the
+    network accepts (the exported programs: 8 to 16384 px; at 1/4 resolution a 3x3 reflect
+    padding needs 2 px)."""
 
     def __init__(self, patch_size: int, overlap: int, multiple: int = 4, window: str = "hann",
-                 blend: int | None = None) -> None:
+                 fit_pixels: int = 0, min_side: int = 8, max_side: int = 16384) -> None:
         if window not in WINDOWS:
             raise UserError(f"unknown window {window!r} (choose from {', '.join(WINDOWS)})")
-        if multiple < 1 or patch_size < 1 or overlap < 0:
-            raise UserError("patch size and multiple must be positive and overlap not negative")
+        if multiple < 1 or patch_size < 1 or overlap < 0 or fit_pixels < 0:
+            raise UserError("patch size and multiple must be positive, overlap and pixels per "
+                            "patch not negative")
         if patch_size % multiple:
             raise UserError(f"patch size {patch_size} is not a multiple of {multiple}")
-        overlap = -(-overlap // multiple) * multiple
-        core = patch_size - 2 * overlap
-        if core < multiple:
+        overlap = round_up(overlap, multiple)
+        if patch_size - 2 * overlap < multiple:
             raise UserError(f"patch size {patch_size} leaves no core after {overlap} px of "
                             "context on each side; use a larger patch or a smaller overlap")
-        if blend is None:
-            blend = 0 if window == "crop" else (core // 4) // multiple * multiple
-        if blend < 0 or blend % multiple or blend >= core:
-            raise UserError(f"blend {blend} must be a multiple of {multiple} below the core ({core})")
         self.patch_size, self.overlap, self.multiple = patch_size, overlap, multiple
-        self.window, self.core, self.blend = window, core, blend
-        self._base = _ramp_window(core, blend, window, sigma=0.125 * patch_size)
+        self.window, self.fit_pixels = window, fit_pixels
+        self.min_side, self.max_side = round_up(min_side, multiple), max_side
         self._plans: dict[tuple[int, int], TilePlan] = {}
 
-    # -- geometry ---------------------------------------------------------------------------
-    def _axis(self, length: int) -> AxisPlan:
-        m, core, step = self.multiple, self.core, self.core - self.blend
-        extended = max(core, -(-length // m) * m)
-        last = extended - core
-        starts = sorted(set(range(0, last, step)) | {last})
-        total = np.zeros(extended)
-        raw = []
-        for i, s in enumerate(starts):
-            w = self._base.copy() if self.window != "crop" else self._crop_weights(starts, i)
-            raw.append(w)
-            total[s : s + core] += w
-        weights = tuple((w / total[s : s + core]).astype(np.float32) for s, w in zip(starts, raw))
-        return AxisPlan(tuple(starts), weights, extended, self.overlap,
-                        self.overlap + extended - length)
-
-    def _crop_weights(self, starts: list[int], i: int) -> np.ndarray:
-        """1 where this core is the one whose centre is nearest (midpoints between neighbours)."""
-        core, s = self.core, starts[i]
-        lo = 0 if i == 0 else (starts[i - 1] + core + s) // 2 - s
-        hi = core if i == len(starts) - 1 else (s + core + starts[i + 1]) // 2 - s
-        w = np.zeros(core)
-        w[lo:hi] = 1.0
-        return w
+    @property
+    def mode(self) -> str:
+        return "fit" if self.fit_pixels else "fixed"
 
     def plan(self, shape: tuple[int, int]) -> TilePlan:
         shape = (int(shape[0]), int(shape[1]))
+        if min(shape) < 1:
+            raise ValueError(f"expected a non-empty image, got shape {shape}")
         if shape not in self._plans:
             if len(self._plans) > 32:
                 self._plans.clear()
-            self._plans[shape] = TilePlan(shape, self._axis(shape[0]), self._axis(shape[1]),
-                                          self.core, self.overlap)
+            self._plans[shape] = self._plan(shape)
         return self._plans[shape]
+
+    def _plan(self, shape: tuple[int, int]) -> TilePlan:
+        m, o = self.multiple, self.overlap
+        if self.fit_pixels:
+            extended = (max(self.min_side, round_up(shape[0], m)),
+                        max(self.min_side, round_up(shape[1], m)))
+            py, px = fit_shape(extended, o, m, self.fit_pixels, self.max_side)
+        else:
+            py = px = self.patch_size
+        return TilePlan(shape, plan_axis(shape[0], py, o, m, self.window),
+                        plan_axis(shape[1], px, o, m, self.window))
 
     # -- split and merge ----------------------------------------------------------------------
     def split(self, image: np.ndarray) -> tuple[np.ndarray, TilePlan]:
-        """Patches float32 [N, 1, P, P] (row-major over the grid) and the plan to merge them."""
+        """Patches float32 [N, 1, Py, Px] (row-major over the grid) and the plan to merge them."""
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2 or min(image.shape) < 1:
             raise ValueError(f"expected a 2-D image, got shape {image.shape}")
         plan = self.plan(image.shape)
-        padded = _pad(image, plan)
-        p = self.patch_size
-        patches = np.empty((plan.n_patches, 1, p, p), dtype=np.float32)
-        k = 0
-        for y in plan.rows.starts:
-            for x in plan.cols.starts:
-                patches[k, 0] = padded[y : y + p, x : x + p]
-                k += 1
+        padded = pad_to_plan(image, plan, plan.rows.extended - image.shape[0])
+        (py, px), n = plan.patch_shape, len(plan.cols.starts)
+        patches = np.empty((plan.n_patches, 1, py, px), dtype=np.float32)
+        for i, y in enumerate(plan.rows.starts):
+            patches[i * n : (i + 1) * n] = self.row_patches(padded[y : y + py], plan)
         return patches, plan
+
+    def row_patches(self, band: np.ndarray, plan: TilePlan) -> np.ndarray:
+        """The patches of one row of the grid from its band of the extended image."""
+        py, px = plan.patch_shape
+        patches = np.empty((len(plan.cols.starts), 1, py, px), dtype=np.float32)
+        for k, x in enumerate(plan.cols.starts):
+            patches[k, 0] = band[:, x : x + px]
+        return patches
 
     def merge(self, outputs: np.ndarray, plan: TilePlan) -> np.ndarray:
         """The converted image (H, W) float32 from the patches' outputs, in split's order."""
         outputs = np.asarray(outputs, dtype=np.float32)
         if outputs.ndim == 4:
             outputs = outputs[:, 0]
-        p, o, c = self.patch_size, plan.overlap, plan.core
-        if outputs.shape != (plan.n_patches, p, p):
-            raise ValueError(f"expected {plan.n_patches} outputs of {p}x{p}, got {outputs.shape}")
+        if outputs.shape != (plan.n_patches, *plan.patch_shape):
+            raise ValueError(f"expected {plan.n_patches} outputs of {plan.patch_shape}, "
+                             f"got {outputs.shape}")
         out = np.zeros((plan.rows.extended, plan.cols.extended), dtype=np.float32)
-        k = 0
-        for y, wy in zip(plan.rows.starts, plan.rows.weights):
-            for x, wx in zip(plan.cols.starts, plan.cols.weights):
-                out[y : y + c, x : x + c] += outputs[k, o : o + c, o : o + c] * wy[:, None] * wx
-                k += 1
+        n = len(plan.cols.starts)
+        for i, (lo, hi) in enumerate(plan.rows.spans):
+            out[lo:hi] += self.merge_row(outputs[i * n : (i + 1) * n], plan, i)
         return out[: plan.shape[0], : plan.shape[1]]
 
+    def merge_row(self, outputs: np.ndarray, plan: TilePlan, i: int) -> np.ndarray:
+        """Row i's weighted outputs over the rows it keeps (plan.rows.spans[i]), all columns."""
+        outputs = outputs[:, 0] if outputs.ndim == 4 else outputs
+        (lo, hi), y, wy = plan.rows.spans[i], plan.rows.starts[i], plan.rows.weights[i]
+        out = np.zeros((hi - lo, plan.cols.extended), dtype=np.float32)
+        for x, (clo, chi), wx, patch in zip(plan.cols.starts, plan.cols.spans, plan.cols.weights,
+                                            outputs):
+            out[:, clo:chi] += patch[lo - y : hi - y, clo - x : chi - x] * wy[:, None] * wx
+        return out
 
-def _pad(image: np.ndarray, plan: TilePlan) -> np.ndarray:
-    widths = ((plan.rows.pad_before, plan.rows.pad_after), (plan.cols.pad_before, plan.cols.pad_after))
-    if min(image.shape) < 2:
-        return np.pad(image, widths, mode="edge")
-    return np.pad(image, widths, mode="reflect")
+
+def pad_to_plan(rows: np.ndarray, plan: TilePlan, below: int) -> np.ndarray:
+    """Rows of the image extended as the plan says: `below` rows under them and the columns up
+    to the plan's width, reflected (repeated for images of one px)."""
+    widths = ((0, below), (0, plan.cols.extended - plan.shape[1]))
+    if not below and not widths[1][1]:
+        return rows
+    if min(plan.shape) < 2:
+        return np.pad(rows, widths, mode="edge")
+    return np.pad(rows, widths, mode="reflect")
+
+
+def infer_in_place(backend: Any, patches: np.ndarray, batch_size: int) -> np.ndarray:
+    """Replace each patch by the network's output, batch_size patches per call."""
+    for i in range(0, len(patches), batch_size):
+        patches[i : i + batch_size] = backend.infer(patches[i : i + batch_size])
+    return patches
 
 
 def convert_image(image: np.ndarray, backend: Any, tiler: TilerLike,
@@ -180,6 +174,4 @@ def convert_image(image: np.ndarray, backend: Any, tiler: TilerLike,
     if batch_size < 1:
         raise UserError("batch size must be at least 1")
     patches, plan = tiler.split(image)
-    outputs = [np.asarray(backend.infer(patches[i : i + batch_size]), dtype=np.float32)
-               for i in range(0, len(patches), batch_size)]
-    return tiler.merge(np.concatenate(outputs), plan)
+    return tiler.merge(infer_in_place(backend, patches, batch_size), plan)

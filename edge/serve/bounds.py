@@ -19,13 +19,17 @@ def check_queue_memory(config: EdgeConfig) -> None:
             f"this machine has {gib(total)}; lower one of them")
 
 
-def check_batch_memory(config: EdgeConfig, bundle: Bundle, patch_size: int) -> None:
-    """One batch's activations (a lower bound, from the ONNX graph) must fit in what is free."""
+def check_batch_memory(config: EdgeConfig, bundle: Bundle, patch_size: int, fit: bool) -> None:
+    """One inference call's activations (a lower bound, from the ONNX graph) must fit in what
+    is free. A call holds at most [tiling] max_pixels input pixels (at least one patch); with
+    fixed patches also at most max_batch of them."""
     per_pixel = activation_bytes_per_pixel(bundle.model("onnx", "fp32").path)
-    batch = config.batching.max_batch
-    needed, free = batch * patch_size**2 * per_pixel, available_bytes()
+    batch, bound = config.batching.max_batch, config.tiling.max_pixels
+    pixels = bound if fit else min(batch * patch_size**2, max(bound, patch_size**2))
+    needed, free = pixels * per_pixel, available_bytes()
     if needed > free:
+        keys = (f"[tiling] max_pixels = {bound}" if fit or pixels == bound else
+                f"[batching] max_batch = {batch}")
         raise UserError(
-            f"{config.source}: [batching] max_batch = {batch}: one batch of {batch} patches of "
-            f"{patch_size} px needs at least {gib(needed)} of activations, {gib(free)} of memory "
-            "is available; lower max_batch (or [tiling] patch_size)")
+            f"{config.source}: {keys}: one inference call of {pixels} px needs at least "
+            f"{gib(needed)} of activations, {gib(free)} of memory is available; lower it")

@@ -130,12 +130,20 @@ class TilingConfig:
                          "docs/conversion.md. With the shipped model all give the same pixels "
                          "(tiling is exact); they differ for models that are not.")
     patch_size: int = key(SERVING.patch_size, check.nonneg_int,
-                          "Patch size in pixels; `0` = the bundle's recommended size.")
+                          "`0`: each tile is planned on its own, as the fewest, largest patches "
+                          "(one patch of the whole tile when it fits; docs/conversion.md). A "
+                          "size: fixed patches of that many pixels (TensorRT always uses the "
+                          "bundle's fixed patch).")
     overlap: int = key(SERVING.overlap, check.nonneg_int,
-                       "Context added on each side of a patch, in pixels (rounded up to a "
-                       "multiple of 4; less than half the patch size). Below the bundle's "
-                       "`receptive_margin` tiles are no longer exact and the daemon logs a "
-                       "warning; `0` = the bundle's.")
+                       "Context each patch discards on every side it shares with another patch, "
+                       "in pixels (rounded up to a multiple of 4). Below the bundle's "
+                       "`receptive_margin` patches are no longer exact and the daemon logs a "
+                       "warning; `0` = the bundle's receptive margin.")
+    max_pixels: int = key(SERVING.max_pixels, check.positive_int,
+                          "The most input pixels of one patch, and of one inference call (a "
+                          "larger batch runs as several calls): the runtime's working memory "
+                          "grows with it (about 1 GB per megapixel for the shipped model on "
+                          "ONNX Runtime).")
 
 
 @dataclass(frozen=True)
@@ -266,7 +274,8 @@ class EdgeConfig:
         return ConverterSettings(backend=model.backend, precision=model.precision,
                                  device=model.device, threads=model.threads,
                                  max_batch=self.batching.max_batch, window=tiling.window,
-                                 patch_size=tiling.patch_size, overlap=tiling.overlap)
+                                 patch_size=tiling.patch_size, overlap=tiling.overlap,
+                                 max_pixels=tiling.max_pixels)
 
     def pipeline_settings(self) -> PipelineSettings:
         """How [batching], [queues], [limits] and [input] set the pipeline up."""

@@ -231,7 +231,7 @@ class Daemon:
         with self._reload_lock:
             old = self._pipeline.converter
             try:
-                new = self._loader(self.config)
+                new = self._loader(self.config, warm_shape=self._pipeline.recent_shape)
             except Exception as exc:  # noqa: BLE001 - any failure leaves the old model serving
                 self.metrics.reloads.labels(result="failed").inc()
                 log.error("reload failed, still serving %s: %s", old.label, exc)

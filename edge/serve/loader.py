@@ -12,20 +12,21 @@ from edge.serve.bounds import check_batch_memory, check_queue_memory
 from edge.serve.config import EdgeConfig
 from edge.serve.model_source import resolve_bundle
 
-Loader = Callable[[EdgeConfig], Converter]
+Loader = Callable[..., Converter]  # (config, warm_shape=None) -> Converter
 
 
-def load_converter(config: EdgeConfig) -> Converter:
+def load_converter(config: EdgeConfig, warm_shape: tuple[int, int] | None = None) -> Converter:
     """The converter of the bundle [model] names now (sha256 and signature verified), checked
-    against this machine's memory and warmed up."""
+    against this machine's memory and warmed up on patches of `warm_shape` (a hot swap: the
+    shape being served; default: the bundle's fixed patch)."""
     check_queue_memory(config)
     trusted = Path(config.model.trusted_keys) if config.model.trusted_keys else None
     bundle = load_bundle(resolve_bundle(config.model), trusted_keys=trusted)
     converter = Converter.from_bundle(bundle, config.converter_settings())
     patch_size = int(getattr(converter.tiler, "patch_size", 0))
     try:
-        check_batch_memory(config, bundle, patch_size)
-        converter.warm_up()
+        check_batch_memory(config, bundle, patch_size, getattr(converter.tiler, "mode", "") == "fit")
+        converter.warm_up(warm_shape)
     except MemoryError as exc:
         converter.close()
         raise UserError(f"{config.source}: [batching] max_batch = {config.batching.max_batch}: "

@@ -126,6 +126,7 @@ class Pipeline:
         observers: Sequence[Observer] = (),
     ) -> None:
         self.converter = converter
+        self.recent_shape: tuple[int, int] | None = None  # of the last tile's patches
         self._users: dict[int, int] = {}  # id(converter) -> tiles on it in flight
         self._retired: dict[int, Converter] = {}
         self.settings = settings = settings or PipelineSettings()
@@ -390,6 +391,7 @@ class Pipeline:
             converter = job.converter = self._claim()
             image = converter.prepare(np.asarray(job.tile.image))
             job.patches, job.plan = converter.tiler.split(image)
+            self.recent_shape = (int(job.patches.shape[2]), int(job.patches.shape[3]))
         except Exception as exc:  # a valid tile the model cannot take: answer, keep going
             log.exception("preprocessing tile seq %d of scan %s failed", job.tile.seq,
                           job.tile.scan_id)
@@ -447,25 +449,32 @@ class Pipeline:
                     self._forward(self.blend_q, item)
                     continue
                 current = item
-                if batch and item.converter is not batch[0][0].converter:
-                    break  # a model swap: a batch never mixes models
+                if batch and not self._batches_with(batch[0][0], item):
+                    break  # a batch never mixes models or patch shapes
             if batch:
                 self._run_batch(batch)
         self._forward(self.blend_q, STOP)
 
+    @staticmethod
+    def _batches_with(first: TileJob, other: TileJob) -> bool:
+        """Whether two tiles' patches can share an inference call."""
+        return (first.converter is other.converter
+                and _patches(first).shape[1:] == _patches(other).shape[1:])
+
     def _run_batch(self, batch: list[tuple[TileJob, int, int]]) -> None:
         jobs = list(dict.fromkeys(job for job, _, _ in batch))
-        inputs = np.concatenate([_patches(job)[a:b] for job, a, b in batch])
         model = jobs[0].converter
         assert model is not None
+        inputs = np.empty(0)
         try:
+            inputs = np.concatenate([_patches(job)[a:b] for job, a, b in batch])
             outputs = np.asarray(model.backend.infer(inputs))
             if outputs.shape[0] != inputs.shape[0]:
                 raise ValueError(
                     f"backend returned {outputs.shape[0]} outputs for {inputs.shape[0]} patches"
                 )
         except Exception as exc:  # answered per tile as conversion_failed; the daemon goes on
-            log.exception("inference on a batch of %d patches failed", len(inputs))
+            log.exception("inference on a batch of %d tiles failed", len(jobs))
             for job in jobs:
                 job.error = job.error or f"inference failed: {exc}"
                 job.cursor = len(_patches(job))

@@ -1,12 +1,14 @@
-"""Offline conversion of image files of any size, with the daemon's own converter."""
+"""Offline conversion of image files of any size, with the daemon's own converter.
+
+Files are converted one band of patch rows at a time (`Converter.convert_rows`), read from and
+written to disk as they go: an image larger than memory converts (docs/conversion.md).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from edge.imaging.imageio import list_images, read_image, write_tiff16
+from edge.imaging.imageio import list_images, open_rows, write_tiff16_rows
 from edge.inference.converter import Converter
 
 
@@ -20,6 +22,6 @@ def input_files(paths: list[Path]) -> list[Path]:
 
 def convert_file(converter: Converter, path: Path, out_dir: Path) -> tuple[Path, tuple[int, int]]:
     """Convert one image file into OUT/<stem>.tif (16-bit); returns the file and (H, W)."""
-    image = read_image(path)
-    out = converter.convert(image)
-    return write_tiff16(out_dir / f"{path.stem}.tif", np.clip(out, 0, 1)), image.shape
+    shape, read = open_rows(path)
+    blocks = converter.convert_rows(read, shape)
+    return write_tiff16_rows(out_dir / f"{path.stem}.tif", shape, blocks), shape

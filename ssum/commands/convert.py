@@ -1,5 +1,5 @@
 """`ssum convert`: offline conversion of image files of any size, with the daemon's own code
-(shared preprocessing, tiling with seam blending, backends)."""
+(shared preprocessing, patch planning and blending, backends), streamed from and to disk."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from edge.errors import UserError
 from edge.inference.backends import BACKENDS
 from edge.inference.bundle import PRECISIONS, default_bundle_path
-from edge.inference.converter import Converter, ConverterSettings
+from edge.inference.converter import PATCHING, Converter, ConverterSettings
 from edge.inference.tiling import WINDOWS
 from edge.tools.convert import convert_file, input_files
 
@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seam blending window (default {DEFAULTS.window})")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.max_batch,
                         help="patches per inference call")
+    parser.add_argument("--patching", choices=PATCHING, default=DEFAULTS.patching,
+                        help="fit: the fewest, largest patches for each image; fixed: the "
+                             "bundle's patch size; auto (default): fixed for tensorrt, else fit")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULTS.max_pixels,
+                        help="the most pixels of one patch and of one inference call (default "
+                             f"{DEFAULTS.max_pixels}; ONNX Runtime's memory grows with it)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
                         help="CPU threads (0: all)")
 
@@ -41,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size must be at least 1")
     settings = ConverterSettings(backend=args.backend, precision=args.precision,
                                  device=args.device, threads=args.threads,
-                                 max_batch=args.batch_size, window=args.window)
+                                 max_batch=args.batch_size, window=args.window,
+                                 patching=args.patching, max_pixels=args.max_pixels)
     failures = 0
     with Converter.from_bundle(args.bundle or default_bundle_path(), settings) as converter:
         backend = converter.backend
