@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.finish()
             exit_code = stop_daemon(daemon)
             notify.close()
+            log_tail = (root / "daemon.log").read_text()[-2000:]
     during, other = gaps_around(stream.received, [r["window"] for r in reloads])
     kinds = [kind for _, kind, _ in stream.received]
     models = [model for _, kind, model in stream.received if kind == "sem"]
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_last_swap_bytes": memory[-1] if memory else 0,
         "rss_after_each_swap_bytes": memory, "daemon_exit_code": exit_code,
     }
+    if exit_code != 0:
+        print(f"the daemon exited with {exit_code}; its log ends:\n{log_tail}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{args.swaps} swaps: exit codes {set(result['reload_exit_codes'])}, reload "

@@ -34,7 +34,7 @@ def test_bundle_validates_and_describes_the_model(bundle):
     io = b.io
     assert (io["input_name"], io["output_name"], io["spatial_multiple"]) == ("osr", "sem", 4)
     assert io["overlap"] % 4 == 0 and io["overlap"] >= io["receptive_margin"] > 0
-    assert {m.kind for m in b.models()} == {"onnx", "torch_export"}
+    assert {m.kind for m in b.models()} == {"onnx", "torch_export", "torchscript"}
     assert b.manifest["training"]["epochs"] == 1
     assert b.manifest["architecture"]["blocks"] == 1
 

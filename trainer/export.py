@@ -20,7 +20,8 @@ import onnx
 import onnxruntime as ort
 
 from edge.errors import UserError
-from edge.inference.bundle import model_entry, write_manifest
+from edge.inference.bundle import load_bundle, model_entry, write_manifest
+from edge.inference.rdf import stamp_onnx, write_rdf
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ def measure_receptive_field(model: Any, multiple: int = 4, start: int = 64) -> t
 def export_bundle(generator: Any, out_dir: Path, name: str, pixel_size_nm: float,
                   preprocessing: dict, evaluation: dict | None = None,
                   training: dict | None = None, patch_size: int = 256) -> Path:
-    """Write generator.onnx, generator.pt2 and manifest.json into out_dir; verify the ONNX
-    model against PyTorch at several sizes. Returns out_dir."""
+    """Write generator.onnx, generator.pt2 (torch.export), generator.torchscript.pt,
+    manifest.json and the BioImage Model Zoo rdf.yaml into out_dir; verify the ONNX model
+    against PyTorch at several sizes. Returns out_dir."""
     import torch
 
     start = time.monotonic()
@@ -118,12 +120,15 @@ def export_bundle(generator: Any, out_dir: Path, name: str, pixel_size_nm: float
     torch.export.save(program, out_dir / "generator.pt2")
     onnx_path = _export_onnx(program, out_dir / "generator.onnx")
     max_diff = verify_onnx(model, onnx_path)
+    scripted = out_dir / "generator.torchscript.pt"
+    torch.jit.save(torch.jit.trace(model, torch.rand(1, 1, 64, 64)), str(scripted))
     manifest = {
         "format": "ssum-bundle", "format_version": 1, "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "models": [model_entry(onnx_path, "fp32", "onnx", opset=_opset(onnx_path)),
                    model_entry(out_dir / "generator.pt2", "fp32", "torch_export",
-                               torch_version=torch.__version__)],
+                               torch_version=torch.__version__),
+                   model_entry(scripted, "fp32", "torchscript", torch_version=torch.__version__)],
         "io": {"input_name": "osr", "output_name": "sem", "channels": 1, "value_range": [0, 1],
                "spatial_multiple": 4, "patch_size": patch_size, "overlap": overlap,
                "receptive_field": field, "receptive_margin": margin},
@@ -134,7 +139,10 @@ def export_bundle(generator: Any, out_dir: Path, name: str, pixel_size_nm: float
         "evaluation": evaluation or {},
         "export": {"onnx_max_abs_diff": max_diff, "duration_s": round(time.monotonic() - start, 1)},
     }
+    stamp_onnx(onnx_path, manifest)  # metadata only: the weights, and their outputs, are the same
+    manifest["models"][0] = model_entry(onnx_path, "fp32", "onnx", opset=_opset(onnx_path))
     write_manifest(out_dir, manifest)
+    write_rdf(load_bundle(out_dir), scripted, torch.__version__)
     log.info("bundle %s: receptive field %d px, overlap %d px, ONNX max |diff| %.2e",
              out_dir, field, overlap, max_diff)
     return out_dir

@@ -20,7 +20,7 @@ from edge.inference.signing import drop_signature, load_trusted_keys, verify_bun
 MANIFEST = "manifest.json"
 FORMAT = "ssum-bundle"
 FORMAT_VERSION = 1
-MODEL_KINDS = ("onnx", "torch_export")
+MODEL_KINDS = ("onnx", "torch_export", "torchscript")
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED_IO_KEYS = (
     "input_name", "output_name", "channels", "value_range", "spatial_multiple",

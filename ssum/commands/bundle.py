@@ -1,4 +1,5 @@
-"""`ssum bundle info | sign | verify`: what a model bundle is; its manifest signature."""
+"""`ssum bundle info | sign | verify | rdf`: what a model bundle is; its manifest signature;
+its BioImage Model Zoo description."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 from edge.inference.bundle import load_bundle
+from edge.inference.rdf import RDF, write_rdf
 from edge.inference.signing import SIGNATURE, load_trusted_keys, sign_bundle, verify_bundle
 
 
@@ -20,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"signature goes to BUNDLE/{SIGNATURE}. Signing again with a new key rotates it.")
     sign.add_argument("bundle", type=Path)
     sign.add_argument("--key", type=Path, required=True, help="NAME.sign.key_secret")
+    rdf = actions.add_parser(
+        "rdf", help="write the bundle's BioImage Model Zoo rdf.yaml (format 0.5) and test tensors",
+        description="ssum export writes it for new bundles; this writes it for an existing one.")
+    rdf.add_argument("bundle", type=Path)
     verify = actions.add_parser("verify", help="check the files and the signature of a bundle")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--trusted", type=Path, required=True,
@@ -31,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
         load_bundle(args.bundle)  # sign only what matches its hashes
         print(f"wrote {sign_bundle(args.bundle, args.key)}")
         return 0
+    if args.action == "rdf":
+        print(f"wrote {write_rdf(load_bundle(args.bundle))}")
+        return 0
     if args.action == "verify":
         load_bundle(args.bundle)
         key = verify_bundle(args.bundle, load_trusted_keys(args.trusted))
@@ -38,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     bundle = load_bundle(args.bundle)
     signed = (bundle.path / SIGNATURE).is_file()
-    print(f"{bundle.name} ({bundle.path}){', signed' if signed else ', not signed'}")
+    rdf = ", with rdf.yaml" if (bundle.path / RDF).is_file() else ""
+    print(f"{bundle.name} ({bundle.path}){', signed' if signed else ', not signed'}{rdf}")
     for model in bundle.models():
         print(f"  {model.kind:<13} {model.precision:<5} {model.path.name}  sha256 "
               f"{model.sha256[:16]}")
