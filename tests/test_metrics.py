@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 
@@ -175,6 +176,21 @@ def test_notify_sends_a_datagram(tmp_path, monkeypatch, abstract):
         assert listener.recv(4096) == b"READY=1\nSTATUS=up"
     finally:
         listener.close()
+
+
+def test_notify_never_blocks_on_a_receiver_that_does_not_read(tmp_path, monkeypatch):
+    """The daemon's main loop once hung in notify() on a full queue, deaf to SIGTERM."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    outcome: list[bool] = []
+    sender = threading.Thread(target=lambda: outcome.extend(
+        sdnotify.notify("STATUS=" + "x" * 4000) for _ in range(2000)), daemon=True)
+    sender.start()
+    sender.join(20)
+    listener.close()
+    assert not sender.is_alive() and len(outcome) == 2000
+    assert outcome[0] and not outcome[-1]  # the first ones queued, then dropped, not blocked
 
 
 def test_notify_outside_systemd_is_a_no_op(monkeypatch, tmp_path):

@@ -257,8 +257,8 @@ class Daemon:
             f"(converted {m.counter_value('tiles_converted'):.0f})"
         )
 
-    def serve_forever(self, stop_requested: threading.Event, status_every_s: float = 5.0,
-                      reload_requested: threading.Event | None = None) -> int:
+    def serve_forever(self, stop_requested: Flag, status_every_s: float = 5.0,
+                      reload_requested: Flag | None = None) -> int:
         """Notify systemd (READY, STATUS, WATCHDOG) until asked to stop or a thread dies; then
         stop. A set `reload_requested` (SIGHUP) reloads the model in the background. The exit
         code: 0, 1 (a thread died) or 3 (tiles dropped at shutdown)."""
@@ -268,9 +268,11 @@ class Daemon:
         interval = sdnotify.watchdog_interval()
         every = min(status_every_s, interval) if interval else status_every_s
         next_status = time.monotonic()
-        while not stop_requested.wait(0.2) and not failed.is_set():
+        while not stop_requested.is_set() and not failed.is_set():
+            time.sleep(0.2)
             if reload_requested is not None and reload_requested.is_set():
                 reload_requested.clear()
+                log.info("SIGHUP: reloading the model")
                 threading.Thread(target=self._reload_notified, name="edge-reload",
                                  daemon=True).start()
             if time.monotonic() < next_status:
@@ -287,7 +289,8 @@ class Daemon:
             sdnotify.notify("STATUS=failed: " + self._pipeline.failure)
             self.stop(drain=False)
             return EXIT_FAILED
-        log.info("stopping: draining %d item(s) in flight", self._pipeline.in_flight)
+        log.info("stop requested (SIGTERM or SIGINT): draining %d item(s) in flight",
+                 self._pipeline.in_flight)
         self.stop(drain=True)
         if self.metrics.counter_value("tiles_dropped", reason="shutdown") > 0:
             return EXIT_DROPPED
@@ -302,6 +305,24 @@ class Daemon:
         sdnotify.notify(f"READY=1\nSTATUS={outcome}; " + self.status_line())
 
 
+class Flag:
+    """Set by a signal handler, read by the main loop. Not a threading.Event: setting one from
+    a handler that interrupted the main thread inside Event.wait() on it deadlocks (its lock
+    is not reentrant), which once left SIGTERM unanswered until systemd's SIGKILL."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -312,16 +333,12 @@ def run_daemon(config: EdgeConfig, converter: Converter | None = None) -> int:
     root = logging.getLogger()
     if root.level != logging.DEBUG:
         root.setLevel(config.log.level)
-    stop = threading.Event()
+    stop, reload_requested = Flag(), Flag()
 
     def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
         stop.set()
 
-    reload_requested = threading.Event()
-
     def request_reload(signum: int, _frame: object) -> None:
-        log.info("received SIGHUP: reloading the model")
         reload_requested.set()
 
     signal.signal(signal.SIGTERM, request_stop)

@@ -17,15 +17,19 @@ def _address(value: str) -> str | bytes:
 
 
 def notify(message: str) -> bool:
-    """Send e.g. "READY=1" or "STATUS=..."; False when not run under systemd (or on failure)."""
+    """Send e.g. "READY=1" or "STATUS=..."; False when not run under systemd (or on failure).
+
+    Never blocks: a receiver that does not read (a full datagram queue) loses the message
+    rather than stopping the daemon's main loop, and with it SIGTERM handling."""
     target = os.environ.get("NOTIFY_SOCKET")
     if not target:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)
             sock.connect(_address(target))
-            sock.sendall(message.encode())
-    except OSError as exc:
+            sock.send(message.encode())
+    except OSError as exc:  # BlockingIOError included
         log.debug("sd_notify to %s failed: %s", target, exc)
         return False
     return True
