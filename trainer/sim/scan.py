@@ -27,7 +27,7 @@ def mosaic_shape(rows: int, cols: int, tile: int, overlap: int) -> tuple[int, in
     return (rows - 1) * step + tile, (cols - 1) * step + tile
 
 
-def _cut(image: np.ndarray, top_left_yx: tuple[float, float], tile: int) -> np.ndarray:
+def cut_window(image: np.ndarray, top_left_yx: tuple[float, float], tile: int) -> np.ndarray:
     """A tile x tile window whose top-left pixel sits at a sub-pixel position (bilinear)."""
     centre = (top_left_yx[1] + (tile - 1) / 2.0, top_left_yx[0] + (tile - 1) / 2.0)
     return cv2.getRectSubPix(image, (tile, tile), centre)
@@ -66,7 +66,7 @@ def simulate_scan(
         error = stage_rng.normal(0.0, stage_error_nm, 2) if stage_error_nm > 0 else np.zeros(2)
         true_x, true_y = reported[0] + error[0], reported[1] + error[1]
         top_left = (margin + true_y / pixel_size_nm, margin + true_x / pixel_size_nm)
-        pixels = capture(_cut(clean, top_left, tile), camera_rng, params.optics, centre)
+        pixels = capture(cut_window(clean, top_left, tile), camera_rng, params.optics, centre)
         info = {
             "seq": seq, "row": r, "col": c, "x_nm": reported[0], "y_nm": reported[1],
             "t_capture": T0_UNIX_S + seq * FRAME_INTERVAL_S,
