@@ -70,7 +70,7 @@ def _rasterise_gds(path: Path, pixel_size_nm: float, layer: int | None,
         library = gdstk.read_gds(str(path))
     except Exception as exc:  # gdstk raises plain errors for a malformed file
         raise UserError(f"{path}: cannot read GDSII ({exc})") from exc
-    tops = library.top_level()
+    tops = [cell for cell in library.top_level() if isinstance(cell, gdstk.Cell)]
     if not tops:
         raise UserError(f"{path}: the library has no cell")
     polygons = [p for p in tops[0].get_polygons()
@@ -78,7 +78,7 @@ def _rasterise_gds(path: Path, pixel_size_nm: float, layer: int | None,
     if not polygons:
         raise UserError(f"{path}: no shapes on layer {layer}, datatype {datatype}")
     scale = library.unit * 1e9 / pixel_size_nm  # user units -> pixels
-    points = [p.points * scale for p in polygons]
+    points = [np.asarray(p.points, np.float64) * scale for p in polygons]
     low = np.floor(np.min([q.min(axis=0) for q in points], axis=0))
     high = np.ceil(np.max([q.max(axis=0) for q in points], axis=0))
     width, height = (high - low).astype(int) + 1

@@ -72,3 +72,16 @@ def merge(defects: list[Defect], gap_nm: float) -> list[Defect]:
     for number, defect in enumerate(merged, 1):
         defect.id = number
     return merged
+
+
+def covered_area(boxes: list[tuple[float, float, float, float]]) -> float:
+    """The area of the union of boxes (x0, y0, x1, y1): overlapping tiles count once."""
+    if not boxes:
+        return 0.0
+    xs = sorted({b[0] for b in boxes} | {b[2] for b in boxes})
+    ys = sorted({b[1] for b in boxes} | {b[3] for b in boxes})
+    covered = np.zeros((len(ys) - 1, len(xs) - 1), bool)
+    for x0, y0, x1, y1 in boxes:
+        covered[ys.index(y0):ys.index(y1), xs.index(x0):xs.index(x1)] = True
+    widths, heights = np.diff(xs), np.diff(ys)
+    return float((covered * np.outer(heights, widths)).sum())

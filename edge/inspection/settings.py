@@ -20,7 +20,7 @@ class InspectionSettings:
     border_px: pixels at the image border (and at the reference's) not judged (a converted
     tile's border shows the model's padding);
     shift_tolerance_px: residual misregistration and edge jitter tolerated, in pixels;
-    merge_distance_nm: detections closer than this (same polarity) are one defect;
+    merge_distance_nm: detections closer than this (of either polarity) are one defect;
     thumbnail_px: side of the thumbnail crop of each defect."""
 
     false_alarm_rate: float = 1e-6

@@ -46,15 +46,12 @@ class InjectedDefect:
     bbox_px: tuple[int, int, int, int]
     area_px: int
 
-    def to_dict(self, pixel_size_nm: float, offset_px: tuple[float, float] = (0.0, 0.0)) -> dict:
-        """The record with positions moved by `offset_px` (x, y) and given in nm as well."""
-        x0, y0, x1, y1 = self.bbox_px
-        ox, oy = offset_px
-        record = asdict(self) | {"x_px": self.x_px - ox, "y_px": self.y_px - oy,
-                                 "bbox_px": [x0 - ox, y0 - oy, x1 - ox, y1 - oy]}
-        return record | {"x_nm": record["x_px"] * pixel_size_nm,
-                         "y_nm": record["y_px"] * pixel_size_nm,
-                         "area_nm2": self.area_px * pixel_size_nm**2}
+    def to_dict(self, pixel_size_nm: float) -> dict:
+        """The record, with the position and area in nm as well (pixel (0, 0) at 0 nm)."""
+        return asdict(self) | {"bbox_px": list(self.bbox_px),
+                               "x_nm": self.x_px * pixel_size_nm,
+                               "y_nm": self.y_px * pixel_size_nm,
+                               "area_nm2": self.area_px * pixel_size_nm**2}
 
 
 class _Canvas:
