@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "rig": "rig tools: replay a recorded scan as the SSUM rig publishes it",
     "convert": "convert image files offline with a model bundle",
     "consume": "reference client: save converted tiles and the mosaic",
+    "inspect": "find defects in images by comparison with a reference (offline)",
     "keys": "generate CURVE key pairs for the ZeroMQ sockets",
     "demo": "end-to-end demo: simulate, serve, replay, consume, compare",
 }

@@ -6,6 +6,7 @@ matching the truth list, the metrics."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.inspection.klarf import RECORD_SPEC, SUMMARY_SPEC, read_klarf
 from edge.serve.config_file import build_config
 from edge.serve.daemon import Daemon
+from edge.tools.consume import consume
 from edge.tools.rig import replay_scan
 from edge.tools.supervise import fetch_metrics
 from trainer.sim.defects import DefectParams
@@ -33,7 +35,8 @@ def _scan(tmp_path: Path, defects: DefectParams | None, seed: int) -> Path:
 
 
 def _run(tmp_path: Path, ctx, collector, scan: Path, reference: Path) -> tuple[list, dict]:
-    """Replay `scan` into a daemon inspecting against `reference`; the messages and metrics."""
+    """Replay `scan` into a daemon inspecting against `reference`, with `ssum consume`'s code
+    saving the output under tmp_path/consumed; the messages and metrics."""
     rig, out = endpoint(), endpoint()
     config = build_config({
         "input": {"socket": "pull", "endpoint": rig}, "output": {"endpoint": out},
@@ -43,10 +46,14 @@ def _run(tmp_path: Path, ctx, collector, scan: Path, reference: Path) -> tuple[l
     daemon = Daemon(config, fake_converter(patch=64, identity=True))
     daemon.start()
     consumer = collector(out)
+    saver = threading.Thread(target=consume, args=(out, tmp_path / "consumed"),
+                             kwargs={"timeout_s": 60, "context": ctx})
+    saver.start()
     try:
-        time.sleep(0.5)  # the consumer's subscription reaches the daemon's PUB
+        time.sleep(0.5)  # the consumers' subscriptions reach the daemon's PUB
         replay_scan(scan, rig, socket="push", bind=False, timeout_s=30, context=ctx)
         consumer.wait_for(lambda ms: any(m.kind == "scan-end" for m in ms))
+        saver.join(30)
         return consumer.messages, _samples(fetch_metrics(daemon.metrics_port))
     finally:
         daemon.stop()
@@ -107,6 +114,9 @@ def test_a_scan_with_defects_yields_defect_messages_a_klarf_and_metrics(tmp_path
                 for d in klarf["defects"]]
     assert _matched(in_klarf, truth) == len(truth)
     assert all(d["IMAGELIST"] == [(d["DEFECTID"], 0)] for d in klarf["defects"])
+    saved = tmp_path / "consumed" / first.scan_id
+    assert len(json.loads((saved / "defects.json").read_text())) == len(defects)
+    assert (saved / "overlay.png").stat().st_size > 0
     assert metrics["ssum_edge_defects_total"] == len(defects)
     assert metrics["ssum_edge_inspected_tiles_total"] == 4
     assert metrics["ssum_edge_scan_defect_density_per_square_meter_count"] == 1

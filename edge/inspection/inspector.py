@@ -80,8 +80,9 @@ class Inspector:
         image = rescale_to_pixel_size(read_image(path), source_nm, pixel_size_nm)
         return cls(mode, settings, image, origin_nm)
 
-    def _reference(self, image: np.ndarray, pixel_size_nm: float,
-                   origin_nm: tuple[float, float]) -> Reference:
+    def reference_for(self, image: np.ndarray, pixel_size_nm: float,
+                      origin_nm: tuple[float, float] = (0.0, 0.0)) -> Reference:
+        """What `image` is compared with, in its frame."""
         offset_nm = (origin_nm[0] - self.origin_nm[0], origin_nm[1] - self.origin_nm[1])
         if self.mode == "golden":
             assert self.reference is not None
@@ -94,12 +95,14 @@ class Inspector:
         return database(image, self.layout, pixel_size_nm, offset_nm)
 
     def inspect(self, image: np.ndarray, pixel_size_nm: float,
-                origin_nm: tuple[float, float] = (0.0, 0.0)) -> Inspection:
-        """The defects of `image` (float [0, 1]) whose pixel (0, 0) lies at `origin_nm`."""
+                origin_nm: tuple[float, float] = (0.0, 0.0),
+                reference: Reference | None = None) -> Inspection:
+        """The defects of `image` (float [0, 1]) whose pixel (0, 0) lies at `origin_nm`, against
+        `reference` when given (one built by `reference_for`, reused), else its own."""
         image = np.asarray(image, np.float32)
-        reference = self._reference(image, pixel_size_nm, origin_nm)
+        reference = reference or self.reference_for(image, pixel_size_nm, origin_nm)
         found = compare(image, reference.image, reference.valid, pixel_size_nm, self.settings)
-        defects = to_defects(found.regions, image, found.difference.reference,
-                             found.difference.valid, pixel_size_nm, self.settings.thumbnail_px,
-                             origin_nm)
+        diff = found.difference
+        defects = to_defects(found.regions, image, (diff.image, diff.reference), diff.valid,
+                             pixel_size_nm, self.settings.thumbnail_px, origin_nm)
         return Inspection(defects, _region(found.difference.valid), reference)

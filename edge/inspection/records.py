@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge.imaging.imageio import to_uint8
-from edge.inspection.classify import CLASSES, classify, pattern_mask
+from edge.inspection.classify import CLASSES, classify, patterns
 from edge.inspection.components import Region
 
 
@@ -90,6 +90,22 @@ class Defect:
                 "origin_nm": [round(v, 3) for v in self.origin_nm]}
 
 
+def from_record(record: dict[str, Any], pixel_size_nm: float,
+                origin_nm: tuple[float, float]) -> Defect:
+    """A defect message's record placed in a frame of `pixel_size_nm` whose pixel (0, 0) lies
+    at stage `origin_nm` (e.g. a client's mosaic); its mask is its box."""
+    ox, oy = origin_nm
+    x0, y0, x1, y1 = (float(v) for v in record["bbox_nm"])
+    box = (round((x0 - ox) / pixel_size_nm), round((y0 - oy) / pixel_size_nm),
+           round((x1 - ox) / pixel_size_nm), round((y1 - oy) / pixel_size_nm))
+    mask = np.ones((max(box[3] - box[1], 1), max(box[2] - box[0], 1)), bool)
+    return Defect((float(record["x_nm"]) - ox) / pixel_size_nm,
+                  (float(record["y_nm"]) - oy) / pixel_size_nm, box, mask,
+                  str(record["polarity"]), str(record["class"]), float(record["score"]),
+                  pixel_size_nm, origin_nm, id=int(record["id"]),
+                  scan_id=str(record.get("scan_id", "")), tiles=list(record.get("tiles", [])))
+
+
 def thumbnail(image: np.ndarray, x: float, y: float, side: int) -> tuple[np.ndarray, tuple[int, int]]:
     """A side x side uint8 crop of `image` centred on (x, y), shifted inside the image (smaller
     only when the image is); and its top-left pixel."""
@@ -99,15 +115,17 @@ def thumbnail(image: np.ndarray, x: float, y: float, side: int) -> tuple[np.ndar
     return to_uint8(image[y0:y0 + side, x0:x0 + side]), (x0, y0)
 
 
-def to_defects(regions: list[Region], image: np.ndarray, reference: np.ndarray,
+def to_defects(regions: list[Region], image: np.ndarray, matched: tuple[np.ndarray, np.ndarray],
                valid: np.ndarray, pixel_size_nm: float, thumbnail_px: int,
                origin_nm: tuple[float, float] = (0.0, 0.0)) -> list[Defect]:
-    """Records of one image's detections, classified against the reference, numbered from 1."""
-    pattern = pattern_mask(reference, valid)
+    """Records of one image's detections, numbered from 1, classified by comparing the
+    patterns of the `matched` (image, reference) pair (smoothed, grey levels matched)."""
+    found = patterns(matched[0], matched[1], valid)
     defects = []
     for number, region in enumerate(regions, 1):
         crop, corner = thumbnail(image, region.x, region.y, thumbnail_px)
-        defects.append(Defect(region.x, region.y, region.bbox, region.mask, region.polarity,
-                              classify(region, pattern), region.score, pixel_size_nm,
-                              origin_nm, id=number, thumbnail=crop, thumbnail_origin_px=corner))
+        defect_class, polarity = classify(region, found)
+        defects.append(Defect(region.x, region.y, region.bbox, region.mask, polarity,
+                              defect_class, region.score, pixel_size_nm, origin_nm, id=number,
+                              thumbnail=crop, thumbnail_origin_px=corner))
     return defects

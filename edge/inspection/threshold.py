@@ -6,9 +6,11 @@ its own threshold. Within a class, the tail of |difference| is modelled as expon
 a high percentile u (peaks over threshold): P(|d| > t) = q_u exp(-(t - u) / beta), beta
 estimated robustly as the median excess over u divided by ln 2. The threshold is the t where
 that probability equals the requested rate. Defect pixels would inflate the tail (a few large
-defects can cover more than 1 % of an image), so the first estimate takes u at the 90th
-percentile, where they are a minority of the excesses, and the next ones take it at the 99th
-percentile of the pixels outside the regions the previous estimate detected. A class
+defects can cover several percent of an image), so a first estimate takes u at the median,
+where they are a small minority of the excesses (it comes out high: the body of the
+distribution falls faster than its tail), and the final one takes it at the 99th percentile of
+the pixels outside the regions the first one detected. Classes hold at least
+MIN_CLASS_PIXELS, so that one large defect stays a small part of its class. A class
 whose difference is almost always zero (a noise-free pair) takes the threshold of all classes
 together, and when even those are degenerate, a Gaussian threshold on the plain residual.
 """
@@ -24,8 +26,8 @@ import numpy as np
 from edge.inspection.components import detected_pixels
 
 EDGE_CLASSES = 4
-TAIL_QUANTILES = (0.9, 0.99, 0.99)  # one per estimate
-MIN_CLASS_PIXELS = 2000
+TAIL_QUANTILES = (0.5, 0.99)  # one per estimate
+MIN_CLASS_PIXELS = 16000
 MIN_EXCESS = 10
 
 

@@ -49,6 +49,7 @@ class InjectedDefect:
     def to_dict(self, pixel_size_nm: float) -> dict:
         """The record, with the position and area in nm as well (pixel (0, 0) at 0 nm)."""
         return asdict(self) | {"bbox_px": list(self.bbox_px),
+                               "bbox_nm": [v * pixel_size_nm for v in self.bbox_px],
                                "x_nm": self.x_px * pixel_size_nm,
                                "y_nm": self.y_px * pixel_size_nm,
                                "area_nm2": self.area_px * pixel_size_nm**2}
@@ -202,12 +203,15 @@ def _missing_contact(canvas: _Canvas, rng: np.random.Generator, size_px: float,
 
 def _extra_contact(canvas: _Canvas, rng: np.random.Generator, size_px: float,
                    free: np.ndarray) -> np.ndarray | None:
-    """A contact-sized square of via on open oxide (the size of the layout's contacts when it
-    has some)."""
+    """A contact where the design has none: a via of the size of the layout's contacts, on
+    open oxide near them (none in a layout without contacts)."""
     contacts = _contacts(canvas)
-    side = round(math.sqrt(np.median([c.sum() for c in contacts]))) if contacts else round(size_px)
-    side = max(1, side)
-    spot = _pick(rng, free & (_distance(canvas.top) > side + 3))
+    if not contacts:
+        return None
+    side = max(1, round(math.sqrt(np.median([c.sum() for c in contacts]))))
+    vias = canvas.layout.material == VIA
+    near = _distance(vias) <= 6 * side
+    spot = _pick(rng, free & near & (_distance(canvas.top) > side + 3))
     if spot is None:
         return None
     y0, x0 = spot[0] - side // 2, spot[1] - side // 2

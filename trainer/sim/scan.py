@@ -71,7 +71,8 @@ def simulate_scan(
     Ground truth mosaics have their pixel (0, 0) at stage position (0, 0). With `defects`, they
     are injected into the chip (truth list under `simulation.defects`, in mosaic pixels and
     stage nm) and the ground truth adds `sem_reference`, the defect-free chip's SEM image with
-    noise of its own (a golden reference). `tiles_of` "sem" records SEM tiles instead of the
+    noise of its own (a golden reference), and `layout`, its pattern (255 where metal or via:
+    a die-to-database reference). `tiles_of` "sem" records SEM tiles instead of the
     SSUM camera's (to test inspection without a model)."""
     if rows < 1 or cols < 1 or not 0 <= overlap < tile:
         raise ValueError("need rows, cols >= 1 and 0 <= overlap < tile")
@@ -87,9 +88,11 @@ def simulate_scan(
     truth: list[InjectedDefect] = []
     extra_truth: dict[str, np.ndarray] = {}
     if defects is not None:
+        inner = np.s_[margin:margin + height, margin:margin + width]
+        extra_truth["layout"] = layout.top_mask()[inner].astype(np.uint8) * 255
         layout, truth, golden = _with_defects(layout, seed, defects, params,
                                               (margin, margin, margin + width, margin + height))
-        extra_truth["sem_reference"] = golden[margin:margin + height, margin:margin + width]
+        extra_truth["sem_reference"] = golden[inner]
     sem = render_sem(layout, sem_rng, params.sem)
     clean = render_osr_clean(layout, params.optics)
     source = clean if tiles_of == "osr" else render_clean(layout, params.sem)
