@@ -23,7 +23,7 @@ class InspectionSettings:
     merge_distance_nm: detections closer than this (of either polarity) are one defect;
     thumbnail_px: side of the thumbnail crop of each defect."""
 
-    false_alarm_rate: float = 1e-6
+    false_alarm_rate: float = 1e-10
     min_defect_nm: float = 40.0
     max_defect_nm: float = 300.0
     border_px: int = 16

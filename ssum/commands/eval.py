@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.inspection.settings import InspectionSettings
 from trainer.evaluation.harness import evaluate_sets
 from trainer.evaluation.report import format_table, summary_rows
 
@@ -35,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seeds", default="200-223",
                        help="case seeds, e.g. 200-223 or 200,205 (default 200-223, held out)")
     group.add_argument("--bundle", type=Path, help="model bundle (default: models/default)")
-    group.add_argument("--rates", default="1e-6",
-                       help="comma-separated false-alarm rates to score (default 1e-6)")
+    group.add_argument("--rates", default=f"{InspectionSettings().false_alarm_rate:g}",
+                       help="comma-separated false-alarm rates to score (default: the "
+                            "inspection default)")
     group.add_argument("--modes", default="golden,database",
                        help="reference modes to score (default golden,database)")
 
