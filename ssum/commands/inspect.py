@@ -12,15 +12,14 @@ from edge.inference.converter import Converter, ConverterSettings
 from edge.inspection.settings import MODES, InspectionSettings
 from edge.tools.convert import input_files
 from edge.tools.inspect import InspectOptions, build_inspector, inspect_file
+from ssum.arguments import add_inputs_and_out
 
 DEFAULTS = InspectionSettings()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="images to inspect (TIFF/PNG), or folders of them")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder: <stem>.defects.json, <stem>.klarf, <stem>.overlay.png")
+    add_inputs_and_out(parser, "images to inspect (TIFF/PNG), or folders of them",
+                       "output folder: <stem>.defects.json, <stem>.klarf, <stem>.overlay.png")
     parser.add_argument("--reference", type=Path,
                         help="golden: the reference image; database: a layout raster or GDSII file")
     parser.add_argument("--mode", choices=MODES, default="golden",
