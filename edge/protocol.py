@@ -403,6 +403,32 @@ def encode_scan_end(scan_id: str, fields: dict) -> list[bytes]:
     return [topic(Kind.SCAN_END, scan_id).encode(), _dump(out), b""]
 
 
+def encode_defect(scan_id: str, fields: dict, thumbnail: np.ndarray | None) -> list[bytes]:
+    """A defect found by the daemon's inspection: `fields` (the record), and a uint8 thumbnail
+    crop as pixels (`width`, `height`, `dtype` in the header; an empty frame without one)."""
+    if not is_valid_scan_id(scan_id):
+        raise ValueError(f"invalid scan_id {scan_id!r}")
+    header = {"v": PROTOCOL_VERSION, **fields, "scan_id": scan_id}
+    pixels = b""
+    if thumbnail is not None:
+        crop = np.ascontiguousarray(thumbnail, dtype=np.uint8)
+        header.update(width=crop.shape[1], height=crop.shape[0], dtype="uint8")
+        pixels = crop.tobytes()
+    return [topic(Kind.DEFECT, scan_id).encode(), _dump(header), pixels]
+
+
+def _defect_thumbnail(header: dict, pixels: memoryview, scan_id: str) -> np.ndarray | None:
+    if pixels.nbytes == 0:
+        return None
+    width, height = header.get("width"), header.get("height")
+    sizes_ok = isinstance(width, int) and isinstance(height, int) and _is_int(width) \
+        and _is_int(height) and 0 < width <= MAX_INT and 0 < height <= MAX_INT
+    if header.get("dtype") not in DTYPES or not sizes_ok:
+        raise ProtocolError(ErrorCode.BAD_FIELD, "a defect thumbnail needs width, height and "
+                            "dtype", scan_id, header)
+    return _pixels(header, pixels, _check_limits(header, pixels, Limits(), scan_id), scan_id)
+
+
 def decode_scan_end(frames: Sequence[Any]) -> ScanEnd:
     """Validate a scan-end message like a tile: topic, header, version, n_tiles, no pixels."""
     topic_raw, header_raw, pixels = _check_frames(frames)
@@ -435,7 +461,8 @@ def decode_scan_end(frames: Sequence[Any]) -> ScanEnd:
 def decode_message(frames: Sequence[Any]) -> Message:
     """Decode any v1 message (for clients and tests): strict framing, lenient about kinds.
 
-    Pixels are decoded for tile and sem messages; other kinds carry none (image is None).
+    Pixels are decoded for tile and sem messages and a defect's thumbnail; other kinds carry
+    none (image is None).
     """
     topic_raw, header_raw, pixels = _check_frames(frames)
     kind, topic_scan = _split_topic(topic_raw)
@@ -460,4 +487,6 @@ def decode_message(frames: Sequence[Any]) -> Message:
         _validate_tile_header(header, topic_scan)
         expected = _check_limits(header, pixels, Limits(), topic_scan)
         image = _pixels(header, pixels, expected, topic_scan)
+    elif kind == Kind.DEFECT:
+        image = _defect_thumbnail(header, pixels, topic_scan)
     return Message(kind, topic_scan, header, image)

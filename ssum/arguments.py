@@ -40,3 +40,9 @@ def add_socket_arguments(parser: argparse.ArgumentParser, endpoint: str, kinds: 
                       help="(default)" if bind else None)
     mode.add_argument("--connect", dest="bind", action="store_false",
                       help=None if bind else "(default)")
+
+
+def add_inputs_and_out(parser: argparse.ArgumentParser, inputs: str, out: str) -> None:
+    """IMAGE... (files or folders of them) and --out DIR."""
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help=inputs)
+    parser.add_argument("--out", type=Path, required=True, help=out)

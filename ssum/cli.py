@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "convert": "convert image files offline with a model bundle",
     "consume": "reference client: save converted tiles and the mosaic",
     "view": "live web view of the scan being converted",
+    "inspect": "find defects in images by comparison with a reference (offline)",
     "keys": "generate CURVE key pairs for the ZeroMQ sockets",
     "demo": "end-to-end demo: simulate, serve, replay, consume, compare",
 }

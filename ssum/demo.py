@@ -1,9 +1,11 @@
 """`ssum demo`: the whole product on one machine, from nothing.
 
-Simulates a scan, starts the conversion daemon on the default bundle (a real subprocess, ready
-when it tells systemd-style READY=1), replays the scan as the SSUM rig would, consumes the
-converted tiles, and writes the input mosaic, the converted mosaic and the SEM ground truth side
-by side, with a summary of quality, throughput and latency.
+Simulates a scan of a chip with a few injected defects, starts the conversion daemon on the
+default bundle (a real subprocess, ready when it tells systemd-style READY=1) with inline
+inspection against the chip's layout, replays the scan as the SSUM rig would, consumes the
+converted tiles and the defects, and writes the input mosaic, the converted mosaic and the SEM
+ground truth side by side, the defect overlay, and a summary of quality, defects found against
+those injected, throughput and latency.
 """
 
 from __future__ import annotations
@@ -29,15 +31,25 @@ from edge.tools.rig import replay_scan
 from edge.tools.scanfile import read_scan
 from edge.tools.supervise import NotifyListener, free_port, scrape, start_daemon, stop_daemon
 from trainer.evaluation.metrics import psnr
+from trainer.sim.defects import DefectParams
 from trainer.sim.scan import simulate_scan
 
+DEMO_DEFECTS = DefectParams(count=4, min_size_nm=60.0, max_size_nm=250.0,
+                            kinds=("particle", "bridge", "open", "missing_contact"))
+MATCH_NM = 60.0  # a defect found within this of an injected one's box is that one
 
-def write_config(path: Path, bundle: Path, rig: str, out: str, metrics_port: int) -> Path:
-    """The daemon's edge.toml: SUB from the replayed rig, PUB to the consumer."""
+
+def write_config(path: Path, bundle: Path, rig: str, out: str, metrics_port: int,
+                 layout: Path) -> Path:
+    """The daemon's edge.toml: SUB from the replayed rig, PUB to the consumer, inspection
+    against the chip's layout (die-to-database)."""
+    inspection = {"enabled": True, "mode": "database", "reference": str(layout),
+                  "directory": str(path.parent / "inspection")}
     config = build_config({"input": {"socket": "sub", "endpoint": rig, "mode": "connect"},
                            "output": {"socket": "pub", "endpoint": out, "mode": "bind"},
                            "model": {"bundle": str(bundle)},
-                           "metrics": {"host": "127.0.0.1", "port": metrics_port}}, "ssum demo")
+                           "metrics": {"host": "127.0.0.1", "port": metrics_port},
+                           "inspection": inspection}, "ssum demo")
     path.write_text("# written by ssum demo\n" + to_toml(config))
     return path
 
@@ -73,14 +85,34 @@ def side_by_side(path: Path, panels: list[tuple[str, np.ndarray]], max_side: int
     return path
 
 
+def defects_against_truth(found: list[dict], injected: list[dict]) -> dict[str, Any]:
+    """How many injected defects were found (a found one inside an injected one's box grown
+    by MATCH_NM, each used once) and how many found ones match none."""
+    left = list(found)
+    matched = 0
+    for truth in injected:
+        x0, y0, x1, y1 = truth["bbox_nm"]
+        box = (x0 - MATCH_NM, y0 - MATCH_NM, x1 + MATCH_NM, y1 + MATCH_NM)
+        near = [d for d in left if box[0] <= d["x_nm"] <= box[2] and box[1] <= d["y_nm"] <= box[3]]
+        if near:
+            left.remove(near[0])
+            matched += 1
+    return {"injected": len(injected), "found": len(found), "matched": matched,
+            "false_alarms": len(left),
+            "injected_kinds": [f"{t['kind']} {t['size_nm']:.0f} nm" for t in injected],
+            "found_classes": [d["class"] for d in found]}
+
+
 def run_demo(out: Path, bundle: Path, rows: int, cols: int, tile: int, seed: int,
              rate_hz: float | None) -> dict[str, Any]:
     load_bundle(bundle)  # refuse a broken bundle before starting anything
     out.mkdir(parents=True, exist_ok=True)
-    scan = read_scan(simulate_scan(out / "scan", rows=rows, cols=cols, tile=tile, seed=seed))
+    scan = read_scan(simulate_scan(out / "scan", rows=rows, cols=cols, tile=tile, seed=seed,
+                                   defects=DEMO_DEFECTS))
     rig, result_endpoint, metrics_port = (f"tcp://127.0.0.1:{free_port()}",
                                           f"tcp://127.0.0.1:{free_port()}", free_port())
-    config = write_config(out / "edge.toml", bundle, rig, result_endpoint, metrics_port)
+    config = write_config(out / "edge.toml", bundle, rig, result_endpoint, metrics_port,
+                          scan.ground_truth["layout"])
     with tempfile.TemporaryDirectory(prefix="ssum-demo-") as tmp:
         notify = NotifyListener(Path(tmp))
         daemon = start_daemon(config, notify, out / "daemon.log")
@@ -110,13 +142,18 @@ def run_demo(out: Path, bundle: Path, rows: int, cols: int, tile: int, seed: int
                                            ("converted", converted_aligned), ("SEM truth", truth)])
     write_png8(out / "converted_mosaic.png", converted_aligned)
     latency = summary["latency_ms"]["daemon_total"] or {}
+    scan_dir = out / "converted" / scan.scan_id
+    found = json.loads((scan_dir / "defects.json").read_text()) if summary["defects"] else []
     report = {
         "scan_id": scan.scan_id, "tiles": summary["tiles"], "tile_px": tile,
         "psnr_input_db": psnr_in, "psnr_converted_db": psnr_out, "psnr_gain_db": psnr_out - psnr_in,
         "tiles_per_s": summary["tiles"] / elapsed, "replay_rate_hz": rate_hz, "latency_p50_ms": latency.get("p50"),
         "latency_p99_ms": latency.get("p99"), "metrics_endpoint": f"http://127.0.0.1:{metrics_port}/metrics",
         "counters": counters, "daemon_exit_code": exit_code, "bundle": str(bundle),
-        "outputs": {"side_by_side": str(out / "side_by_side.png"), "converted": str(out / "converted")},
+        "defects": defects_against_truth(found, scan.meta["simulation"]["defects"]),
+        "outputs": {"side_by_side": str(out / "side_by_side.png"), "converted": str(out / "converted"),
+                    "overlay": str(scan_dir / "overlay.png"),
+                    "klarf": str(out / "inspection" / f"{scan.scan_id}.klarf")},
     }
     (out / "summary.json").write_text(json.dumps(report, indent=1))
     return report
@@ -135,6 +172,11 @@ def print_report(report: dict[str, Any]) -> None:
           f"{c.get('ssum_edge_tiles_converted_total', 0):.0f}, rejected "
           f"{c.get('ssum_edge_tiles_rejected_total', 0):.0f}, dropped "
           f"{c.get('ssum_edge_tiles_dropped_total', 0):.0f}")
+    d = report["defects"]
+    print(f"defects: {d['injected']} injected ({', '.join(d['injected_kinds'])}), {d['found']} "
+          f"found ({', '.join(d['found_classes']) or 'none'}): {d['matched']} of the injected "
+          f"found, {d['false_alarms']} false alarm(s)")
     print(f"daemon exited with code {report['daemon_exit_code']} after draining")
-    print(f"wrote {report['outputs']['side_by_side']} (input | converted | truth) and "
+    print(f"wrote {report['outputs']['side_by_side']} (input | converted | truth), "
+          f"{report['outputs']['overlay']} (defects), {report['outputs']['klarf']} and "
           f"{report['outputs']['converted']}/")

@@ -43,13 +43,16 @@ class GridTiler:
 
 
 class InvertBackend:
-    """out = 1 - in; optionally slow, or failing on patches whose mean is above `fail_above`."""
+    """out = 1 - in (or out = in with identity); optionally slow, or failing on patches whose
+    mean is above `fail_above`."""
 
     name, precision, device = "fake", "fp32", "cpu"
 
-    def __init__(self, delay_s: float = 0.0, fail_above: float | None = None) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_above: float | None = None,
+                 identity: bool = False) -> None:
         self.delay_s = delay_s
         self.fail_above = fail_above
+        self.identity = identity
         self.batch_sizes: list[int] = []
         self.closed = False
         self._lock = threading.Lock()
@@ -63,7 +66,7 @@ class InvertBackend:
         means = batch.reshape(len(batch), -1).mean(1)
         if self.fail_above is not None and means.max() > self.fail_above:
             raise RuntimeError("fake backend failure")
-        return 1.0 - batch
+        return batch.copy() if self.identity else 1.0 - batch
 
     def close(self) -> None:
         self.closed = True
@@ -73,10 +76,11 @@ FAKE_LABEL = "fake@000000"
 
 
 def fake_converter(patch: int = 32, delay_s: float = 0.0, fail_above: float | None = None,
-                   max_batch: int = 8, name: str = "fake") -> Converter:
-    """A converter whose output is the negative of its input, in grid patches of `patch` px."""
-    return Converter(InvertBackend(delay_s, fail_above), GridTiler(patch), to_float01, name,
-                     "000000", max_batch)
+                   max_batch: int = 8, name: str = "fake", identity: bool = False) -> Converter:
+    """A converter whose output is the negative of its input (or the input itself), in grid
+    patches of `patch` px."""
+    return Converter(InvertBackend(delay_s, fail_above, identity), GridTiler(patch), to_float01,
+                     name, "000000", max_batch)
 
 
 def fake_offline(raw: np.ndarray) -> np.ndarray:

@@ -38,6 +38,12 @@ CONTRACT = {
     "ssum_edge_queue_capacity": ("gauge", {"queue"}),
     "ssum_edge_model_info": ("gauge", {"name", "sha256", "backend", "precision", "device"}),
     "ssum_edge_build_info": ("gauge", {"version"}),
+    "ssum_edge_defects": ("counter", {"class"}),
+    "ssum_edge_inspected_tiles": ("counter", set()),
+    "ssum_edge_inspection_errors": ("counter", set()),
+    "ssum_edge_inspected_area_square_meters": ("counter", set()),
+    "ssum_edge_scan_defect_density_per_square_meter": ("histogram", set()),
+    "ssum_edge_inspection_seconds": ("histogram", set()),
 }
 
 

@@ -23,6 +23,7 @@ EXPECTED_ALERTS = {
     "SsumEdgeSequenceGaps",
     "SsumEdgeQueueSaturated",
     "SsumEdgeRestarted",
+    "SsumEdgeInspectionFailing",
 }
 
 PROMTOOL = shutil.which("promtool")

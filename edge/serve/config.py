@@ -18,6 +18,8 @@ from edge.inference.backends import BACKENDS
 from edge.inference.bundle import PRECISIONS
 from edge.inference.converter import ConverterSettings
 from edge.inference.tiling import WINDOWS
+from edge.inspection.settings import MODES as INSPECTION_MODES
+from edge.inspection.settings import InspectionSettings
 from edge.protocol import Kind, Limits, topic
 from edge.serve import config_checks as check
 from edge.serve.pipeline import OVERLOAD_POLICIES, PipelineSettings
@@ -28,6 +30,7 @@ MODES = ("connect", "bind")
 SERVING = ConverterSettings()
 QUEUING = PipelineSettings()
 LIMITS = Limits()
+INSPECTING = InspectionSettings()
 
 
 def key(default: Any, value_check: check.Check, doc: str, shown: str = "",
@@ -213,6 +216,78 @@ class MosaicConfig:
                        "stage errors).")
 
 
+def _pair(value: Any) -> tuple[float, float]:
+    return float(value[0]), float(value[1])
+
+
+@dataclass(frozen=True)
+class InspectionConfig:
+    enabled: bool = key(False, check.boolean,
+                        "Inspect every converted tile for defects: `defect/<scan_id>` messages "
+                        "before each scan-end, `DIRECTORY/<scan_id>.klarf` (+ `.klarf.json`, "
+                        "`.defects.tif`), and the defect metrics ([inspection.md](inspection.md)).")
+    directory: str = key("", check.string,
+                         "Where the KLARF files go (required when enabled; created if missing).")
+    mode: str = choice("golden", INSPECTION_MODES,
+                       "The reference: a golden image (`reference`), the tile's own repeating "
+                       "cells (`pitch_nm`), or the layout (`reference`: a raster or GDSII file).")
+    reference: str = key("", check.string,
+                         "The golden image (e.g. a defect-free die's converted mosaic, an "
+                         "OME-TIFF from `[mosaic]`) or the layout file.")
+    reference_origin_nm: tuple[float, float] = key(
+        (0.0, 0.0), check.number_pair, "Stage position `[x, y]` of the reference's pixel (0, 0).",
+        normalise=_pair)
+    reference_pixel_nm: float = key(0.0, check.nonneg_number,
+                                    "The reference's pixel size; `0` = an OME-TIFF's own, else "
+                                    "the tiles'.", normalise=float)
+    gds_layer: int = key(-1, check.layer, "The GDSII layer of the pattern; `-1` = every layer.")
+    pitch_nm: tuple[float, float] = key(
+        (0.0, 0.0), check.number_pair,
+        "Cell mode: the repeat `[x, y]`; `0` = detected in each tile (autocorrelation).",
+        normalise=_pair)
+    false_alarm_rate: float = key(INSPECTING.false_alarm_rate, check.rate,
+                                  "The nominal probability that a defect-free pixel exceeds "
+                                  "the threshold; each tile's threshold is extrapolated from "
+                                  "its own difference statistics to it. The default gave at most "
+                                  "0.1 false alarms per converted 512 px tile on simulated "
+                                  "tuning scans ([inspection.md](inspection.md)).",
+                                  normalise=float)
+    min_defect_nm: float = key(INSPECTING.min_defect_nm, check.positive_number,
+                               "The smallest defect of interest (sets the matched smoothing).",
+                               normalise=float)
+    max_defect_nm: float = key(INSPECTING.max_defect_nm, check.positive_number,
+                               "The largest defect measured in full; wider differences are "
+                               "treated as shading.", normalise=float)
+    shift_tolerance_px: float = key(INSPECTING.shift_tolerance_px, check.nonneg_number,
+                                    "Residual misregistration and edge jitter tolerated.",
+                                    normalise=float)
+    border_px: int = key(INSPECTING.border_px, check.nonneg_int,
+                         "Pixels at each tile border not judged (the model's padding shows "
+                         "there); keep it below half the scan's tile overlap.")
+    merge_distance_nm: float = key(INSPECTING.merge_distance_nm, check.nonneg_number,
+                                   "Detections closer than this, in a tile or across tiles, "
+                                   "are one defect.", normalise=float)
+    thumbnail_px: int = key(INSPECTING.thumbnail_px, check.positive_int,
+                            "Side of each defect's thumbnail (in its message and the KLARF's "
+                            "TIFF).")
+    die_pitch_nm: tuple[float, float] = key(
+        (0.0, 0.0), check.number_pair,
+        "The KLARF's DiePitch `[x, y]`; `0` = the scan is one die (its extent).",
+        normalise=_pair)
+    die_origin_nm: tuple[float, float] = key(
+        (0.0, 0.0), check.number_pair, "The KLARF's DieOrigin (stage nm).", normalise=_pair)
+    lot_id: str = key("ssum-edge", check.string, "The KLARF's LotID.")
+    device_id: str = key("unknown", check.string, "The KLARF's DeviceID.")
+    step_id: str = key("unknown", check.string, "The KLARF's StepID.")
+
+    def settings(self) -> InspectionSettings:
+        return InspectionSettings(
+            false_alarm_rate=self.false_alarm_rate, min_defect_nm=self.min_defect_nm,
+            max_defect_nm=self.max_defect_nm, border_px=self.border_px,
+            shift_tolerance_px=self.shift_tolerance_px, merge_distance_nm=self.merge_distance_nm,
+            thumbnail_px=self.thumbnail_px)
+
+
 @dataclass(frozen=True)
 class SecurityConfig:
     curve: bool = key(False, check.boolean, "Turn CURVE on for both sockets.")
@@ -257,6 +332,7 @@ class EdgeConfig:
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mosaic: MosaicConfig = field(default_factory=MosaicConfig)
+    inspection: InspectionConfig = field(default_factory=InspectionConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "defaults"

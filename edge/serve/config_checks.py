@@ -66,3 +66,18 @@ def boolean(v: Any) -> str | None:
 def topics(v: Any) -> str | None:
     ok = isinstance(v, list | tuple) and v and all(isinstance(t, str) for t in v)
     return None if ok else 'must be a non-empty list of strings, e.g. ["tile/"]'
+
+
+def number_pair(v: Any) -> str | None:
+    ok = isinstance(v, list | tuple) and len(v) == 2 and all(
+        (_is_int(x) or isinstance(x, float)) and math.isfinite(x) for x in v)
+    return None if ok else "must be a list of two numbers [x, y]"
+
+
+def rate(v: Any) -> str | None:
+    ok = isinstance(v, float | int) and not isinstance(v, bool) and 0 < v < 0.01
+    return None if ok else "must be a number in (0, 0.01)"
+
+
+def layer(v: Any) -> str | None:
+    return None if _is_int(v) and v >= -1 else "must be an integer >= -1"

@@ -62,6 +62,11 @@ def _cross_checks(where: str, config: EdgeConfig) -> None:
         raise UserError(f"{where}: [model] repository needs name, and excludes bundle")
     if config.mosaic.enabled and not config.mosaic.directory:
         raise UserError(f"{where}: [mosaic] directory must be set when enabled = true")
+    inspection = config.inspection
+    if inspection.enabled and not inspection.directory:
+        raise UserError(f"{where}: [inspection] directory must be set when enabled = true")
+    if inspection.enabled and inspection.mode != "cell" and not inspection.reference:
+        raise UserError(f'{where}: [inspection] reference must be set for mode "{inspection.mode}"')
     sec = config.security
     if sec.curve:
         if not config.output.bind:

@@ -22,11 +22,12 @@ from edge.inference.converter import Converter
 from edge.serve import sdnotify
 from edge.serve.admin import AdminServer, Verdict
 from edge.serve.config import EdgeConfig
+from edge.serve.inspection_writer import InspectionWriter
 from edge.serve.loader import Loader, load_converter
 from edge.serve.metrics import EdgeMetrics
 from edge.serve.mosaic_writer import MosaicWriter
 from edge.serve.nvml import register_gpu_metrics
-from edge.serve.pipeline import Pipeline
+from edge.serve.pipeline import Observer, Pipeline
 from edge.serve.sockets import POLL_MS, InputPeers, ZmqSink, open_input
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,11 @@ class Daemon:
     def _start_pipeline(self) -> None:
         config = self.config
         settings = config.pipeline_settings()
-        observers = []
+        observers: list[Observer] = []
         if config.mosaic.enabled:
             observers.append(MosaicWriter(Path(config.mosaic.directory), config.mosaic.refine))
+        if config.inspection.enabled:
+            observers.append(InspectionWriter(config.inspection, self.metrics))
         assert self._context is not None and self._converter is not None
         context = self._context
         self._pipeline = Pipeline(

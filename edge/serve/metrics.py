@@ -18,6 +18,7 @@ from prometheus_client import (
 )
 
 from edge import __version__
+from edge.inspection.classify import CLASSES
 from edge.protocol import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 STAGES = ("preprocess", "queue", "infer", "blend", "publish")
 QUEUES = ("decode", "patches", "blend", "publish")
+DENSITY_BUCKETS = (0, 1e9, 1e10, 3e10, 1e11, 3e11, 1e12, 3e12)  # defects per m^2; 1e12 = 1 per um^2
 DROP_REASONS = ("queue_full", "shutdown", "send_failed")
 LOST_KINDS = ("error", "scan-end")
 RELOAD_RESULTS = ("ok", "unchanged", "failed")
@@ -105,6 +107,31 @@ class EdgeMetrics:
             PREFIX + "model_loaded_timestamp_seconds", "When the model being served was loaded.",
             registry=reg,
         )
+        self.defects = Counter(
+            PREFIX + "defects", "Defects found by inspection (merged per scan), by rough class.",
+            ["class"], registry=reg,
+        )
+        self.inspected_tiles = Counter(
+            PREFIX + "inspected_tiles", "Converted tiles inspected for defects.", registry=reg
+        )
+        self.inspection_errors = Counter(
+            PREFIX + "inspection_errors",
+            "Tiles whose inspection failed (logged; the tile is published all the same).",
+            registry=reg,
+        )
+        self.inspected_area = Counter(
+            PREFIX + "inspected_area_square_meters", "Sample area judged by inspection.",
+            registry=reg,
+        )
+        self.scan_defect_density = Histogram(
+            PREFIX + "scan_defect_density_per_square_meter",
+            "Per inspected scan, its defects per square metre of judged area.",
+            buckets=DENSITY_BUCKETS, registry=reg,
+        )
+        self.inspection_latency = Histogram(
+            PREFIX + "inspection_seconds", "Per tile, the time its inspection took.",
+            buckets=LATENCY_BUCKETS, registry=reg,
+        )
         self.build_info = Gauge(
             PREFIX + "build_info", "ssum-edge version (value 1).", ["version"], registry=reg
         )
@@ -123,6 +150,8 @@ class EdgeMetrics:
             self.stage_latency.labels(stage=stage)
         for result in RELOAD_RESULTS:
             self.reloads.labels(result=result)
+        for name in CLASSES:
+            self.defects.labels(name)
 
     def watch_queue(self, name: str, depth: Callable[[], float], capacity: int) -> None:
         """Report a queue's depth at every scrape, and its capacity."""

@@ -1,7 +1,9 @@
 """The reference client of the daemon's output (`ssum consume`).
 
 Per scan it writes, under OUT/<scan_id>/: tiles/rRRR_cCCC.tif (16-bit), tiles.jsonl (one header a
-line), errors.jsonl, and at scan-end mosaic.ome.tif, mosaic.png and summary.json.
+line), errors.jsonl, and at scan-end mosaic.ome.tif, mosaic.png and summary.json; when the
+daemon inspects, defects.json (the defect messages' records) and overlay.png (the mosaic with a
+numbered box per defect).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import zmq
 from edge.errors import UserError
 from edge.imaging.imageio import read_image, to_float01, write_png8, write_tiff16
 from edge.imaging.mosaic import MosaicBuilder, write_ome_tiff
+from edge.inspection.overlay import write_overlay
+from edge.inspection.records import from_record
 from edge.protocol import (
     UNKNOWN_SCAN,
     Kind,
@@ -34,7 +38,7 @@ from edge.transport import CurveOptions, SocketOptions, socket_in
 log = logging.getLogger(__name__)
 
 SOCKET_KINDS = ("sub", "pull")
-TOPICS = tuple(topic(kind) for kind in (Kind.SEM, Kind.ERROR, Kind.SCAN_END))
+TOPICS = tuple(topic(kind) for kind in (Kind.SEM, Kind.ERROR, Kind.SCAN_END, Kind.DEFECT))
 PREVIEW_MAX_SIDE = 2048
 
 
@@ -80,6 +84,7 @@ class ScanCollector:
         self.error_codes: Counter[str] = Counter()
         self.scan_end: dict | None = None
         self.mosaic_shape: list[int] | None = None
+        self.defects: list[dict] = []
 
     def add_tile(self, header: dict, image: np.ndarray, t_receive: float) -> None:
         name = f"r{header['row']:03d}_c{header['col']:03d}.tif"
@@ -96,6 +101,18 @@ class ScanCollector:
         self.error_codes[str(record.get("error", "unknown"))] += 1
         _append_jsonl(self.directory / "errors.jsonl", record)
 
+    def add_defect(self, header: dict) -> None:
+        self.defects.append({k: v for k, v in header.items()
+                             if k not in ("v", "width", "height", "dtype")})
+
+    def write_defects(self, mosaic: np.ndarray | None, builder: MosaicBuilder | None) -> None:
+        """defects.json, and overlay.png on the mosaic (at the mosaic's origin)."""
+        (self.directory / "defects.json").write_text(json.dumps(self.defects, indent=1))
+        if mosaic is None or builder is None:
+            return
+        placed = [from_record(d, builder.pixel_size_nm, builder.origin_nm) for d in self.defects]
+        write_overlay(self.directory / "overlay.png", mosaic, placed)
+
     def build_mosaic(self, refine: bool) -> None:
         """Stitch the saved tiles at their stage positions into mosaic.ome.tif and mosaic.png."""
         if not self.tiles or self.pixel_size_nm is None:
@@ -108,6 +125,8 @@ class ScanCollector:
         write_ome_tiff(self.directory / "mosaic.ome.tif", mosaic, self.pixel_size_nm, metadata)
         write_png8(self.directory / "mosaic.png", _preview(mosaic))
         self.mosaic_shape = [int(mosaic.shape[0]), int(mosaic.shape[1])]
+        if self.defects:
+            self.write_defects(mosaic, builder)
 
     def summary(self) -> dict[str, Any]:
         expected = (self.scan_end or {}).get("n_tiles")
@@ -125,6 +144,7 @@ class ScanCollector:
             },
             "mosaic": "mosaic.ome.tif" if self.mosaic_shape else None,
             "mosaic_shape": self.mosaic_shape,
+            "defects": len(self.defects),
         }
         (self.directory / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
@@ -165,6 +185,8 @@ class Consumer:
         elif message.kind == Kind.ERROR:
             log.warning("error for scan %s: %s", scan.scan_id, message.header.get("message"))
             scan.add_error(message.header)
+        elif message.kind == Kind.DEFECT:
+            scan.add_defect(message.header)
         elif message.kind == Kind.SCAN_END:
             self.finish(scan, message.header)
         else:
@@ -174,6 +196,8 @@ class Consumer:
         scan.scan_end = scan_end
         if scan_end is not None and self.mosaic:
             scan.build_mosaic(self.refine)
+        elif scan.defects:
+            scan.write_defects(None, None)
         self.result.summaries[scan.scan_id] = scan.summary()
         if scan_end is not None and scan.scan_id not in self.result.completed:
             self.result.completed.append(scan.scan_id)

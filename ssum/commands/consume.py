@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         latency = summary["latency_ms"]["capture_to_receive"] or {}
         print(
             f"{summary['scan_id']}: {summary['tiles']} tiles, {summary['errors']} errors, "
+            f"{summary['defects']} defects, "
             f"{'complete' if summary['complete'] else 'INCOMPLETE'}, capture->receive p50 "
             f"{latency.get('p50', float('nan')):.1f} ms p99 {latency.get('p99', float('nan')):.1f} ms"
             f" -> {args.out / summary['scan_id']}"

@@ -13,15 +13,14 @@ from edge.inference.bundle import PRECISIONS, default_bundle_path
 from edge.inference.converter import PATCHING, Converter, ConverterSettings
 from edge.inference.tiling import WINDOWS
 from edge.tools.convert import convert_file, input_files
+from ssum.arguments import add_inputs_and_out
 
 DEFAULTS = ConverterSettings()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                        help="TIFF/PNG files (8- or 16-bit, any size) or folders of them")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder: OUT/<stem>.tif (16-bit)")
+    add_inputs_and_out(parser, "TIFF/PNG files (8- or 16-bit, any size) or folders of them",
+                       "output folder: OUT/<stem>.tif (16-bit)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default: models/default)")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend)

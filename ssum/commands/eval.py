@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.inspection.settings import InspectionSettings
 from trainer.evaluation.harness import evaluate_sets
 from trainer.evaluation.report import format_table, summary_rows
 
@@ -28,6 +29,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--register", action="store_true",
                         help="register each input to its reference first (one affine transform per "
                              "pair, applied to every method) and score in the reference's frame")
+    group = parser.add_argument_group("inspection (--inspection: simulated defects, no --data)")
+    group.add_argument("--inspection", action="store_true",
+                       help="score defect inspection on simulated cases with injected defects: "
+                            "raw OSR vs converted vs SEM (writes OUT/inspection.json)")
+    group.add_argument("--seeds", default="200-223",
+                       help="case seeds, e.g. 200-223 or 200,205 (default 200-223, held out)")
+    group.add_argument("--bundle", type=Path, help="model bundle (default: models/default)")
+    group.add_argument("--rates", default=f"{InspectionSettings().false_alarm_rate:g}",
+                       help="comma-separated false-alarm rates to score (default: the "
+                            "inspection default)")
+    group.add_argument("--modes", default="golden,database",
+                       help="reference modes to score (default golden,database)")
 
 
 def _pixel_size_from_meta(data: Path | None) -> float | None:
@@ -52,6 +65,10 @@ def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.inspection:
+        from ssum.commands.eval_inspection import run_inspection
+
+        return run_inspection(args)
     inp, ref = resolve_folders(args)
     pixel = args.pixel_size or _pixel_size_from_meta(args.data) or DEFAULT_PIXEL_NM
     names = [] if args.baselines.strip() in ("", "none") else args.baselines.split(",")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge.errors import UserError
 from trainer.sim.compare import DEFAULT_REAL_DIR, MATCHED_PIXEL_SIZE_NM, compare_real, format_table
+from trainer.sim.defects import DefectParams
 from trainer.sim.pairs import write_degraded_pairs, write_pairs
 from trainer.sim.scan import simulate_scan
 
@@ -31,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--seed", type=int, default=0)
     scan.add_argument("--pixel-size", type=float, default=10.0, help="nm per pixel (default 10)")
     scan.add_argument("--stage-error", type=float, default=20.0, help="stage error std, nm (default 20)")
+    scan.add_argument("--defects", type=int, default=0,
+                      help="inject N defects (truth in scan.json; ground truth adds sem_reference "
+                           "and layout, the references of inspection; default 0)")
+    scan.add_argument("--defect-sizes", type=float, nargs=2, default=(20.0, 300.0),
+                      metavar=("MIN", "MAX"), help="defect sizes in nm (default 20 300)")
+    scan.add_argument("--sem-tiles", action="store_true",
+                      help="record SEM tiles instead of the SSUM camera's (inspection tests)")
 
     degrade = sub.add_parser(
         "degrade", help="test pairs from real SEM images: the SEM as reference, its optical rendering as input")
@@ -65,8 +73,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--overlap must be in [0, --tile), not {args.overlap}")
         if args.stage_error < 0:
             raise UserError("--stage-error must not be negative")
+        if args.defects < 0 or not 0 < args.defect_sizes[0] <= args.defect_sizes[1]:
+            raise UserError("--defects must be >= 0 and --defect-sizes 0 < MIN <= MAX")
+        defects = DefectParams(count=args.defects, min_size_nm=args.defect_sizes[0],
+                               max_size_nm=args.defect_sizes[1]) if args.defects else None
         out = simulate_scan(args.out, args.rows, args.cols, args.tile, args.overlap, args.seed,
-                            args.pixel_size, args.stage_error)
+                            args.pixel_size, args.stage_error, defects,
+                            "sem" if args.sem_tiles else "osr")
         print(f"wrote {args.rows}x{args.cols} tiles to {out}/tiles, ground truth to {out}/ground_truth, "
               f"manifest {out}/scan.json")
     elif args.action == "degrade":

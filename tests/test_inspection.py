@@ -1,0 +1,207 @@
+"""Inspection's parts through their public functions: the threshold rule, the tolerant
+difference, the three references, classes, merging across tiles, KLARF and defect messages."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import gdstk
+import numpy as np
+import pytest
+
+from edge.inspection.classify import classify, patterns
+from edge.inspection.components import Region
+from edge.inspection.database import LayoutRaster, read_layout
+from edge.inspection.detect import compare
+from edge.inspection.inspector import Inspector
+from edge.inspection.klarf import KlarfSample, read_klarf, write_klarf
+from edge.inspection.merge import covered_area, merge
+from edge.inspection.records import Defect
+from edge.inspection.reference import detect_pitch
+from edge.inspection.settings import InspectionSettings
+from edge.inspection.threshold import tail_threshold
+from edge.protocol import decode_message, encode_defect
+
+PIXEL_NM = 10.0
+
+
+def pattern(size: int = 192, pitch: int = 24, width: int = 10) -> np.ndarray:
+    """Vertical lines, as a boolean mask."""
+    mask = np.zeros((size, size), bool)
+    for x in range(4, size, pitch):
+        mask[:, x:x + width] = True
+    return mask
+
+
+def render(mask: np.ndarray, seed: int, noise: float = 0.02) -> np.ndarray:
+    """A blurred, noisy bright-on-dark image of a mask."""
+    image = cv2.GaussianBlur(0.2 + 0.5 * mask.astype(np.float32), (0, 0), 1.0)
+    return np.clip(image + np.random.default_rng(seed).normal(0, noise, mask.shape), 0, 1
+                   ).astype(np.float32)
+
+
+def blob(mask: np.ndarray, x: int, y: int, r: int, value: bool = True) -> np.ndarray:
+    out = mask.copy().astype(np.uint8)
+    cv2.circle(out, (x, y), r, int(value), -1)
+    return out.astype(bool)
+
+
+def test_the_threshold_is_the_false_alarm_rate_of_an_exponential_tail():
+    values = np.random.default_rng(0).exponential(2.0, 200_000)
+    for rate in (1e-4, 1e-6):
+        assert tail_threshold(values, rate) == pytest.approx(-2.0 * math.log(rate), rel=0.1)
+    assert tail_threshold(np.zeros(1000), 1e-6) is None
+
+
+def test_noise_and_a_sub_pixel_shift_give_no_detection_a_defect_does():
+    mask = pattern()
+    reference = render(mask, 1)
+    shifted = cv2.warpAffine(render(mask, 2), np.float32([[1, 0, 0.6], [0, 1, -0.4]]),
+                             mask.shape[::-1], borderMode=cv2.BORDER_REFLECT)
+    valid = np.ones(mask.shape, bool)
+    settings = InspectionSettings(border_px=4)
+    assert compare(shifted, reference, valid, PIXEL_NM, settings).regions == []
+    found = compare(render(blob(mask, 92, 90, 3), 2), reference, valid, PIXEL_NM, settings)
+    assert len(found.regions) == 1 and found.regions[0].polarity == "extra"
+    assert found.regions[0].x == pytest.approx(92, abs=1.0)
+
+
+def test_a_golden_reference_is_placed_by_stage_then_registered():
+    mask = np.kron(np.random.default_rng(3).random((12, 12)) > 0.5, np.ones((16, 16))) > 0
+    reference = render(mask, 4)
+    big = np.pad(reference, 40, mode="reflect")
+    image = render(blob(mask, 60, 130, 4, not mask[130, 60]), 5)
+    inspector = Inspector("golden", InspectionSettings(border_px=4), reference=big,
+                          origin_nm=(-400.0 + 53.0, -400.0 - 37.0))
+    found = inspector.inspect(image, PIXEL_NM)
+    assert found.reference.shift == pytest.approx((40, 40), abs=0.3)  # not the stage's
+    assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((60, 130), abs=1.5)]
+    assert found.defects[0].polarity == ("missing" if mask[130, 60] else "extra")
+    assert found.defects[0].x_nm == pytest.approx(600, abs=15)
+
+
+def test_cell_to_cell_finds_the_pitch_and_a_defect_without_ghosts():
+    cell = np.random.default_rng(6).random((4, 4)) > 0.4
+    die = np.kron(cell, np.ones((9, 9)))
+    mask = np.tile(die, (6, 6)) > 0
+    image = render(blob(mask, 80, 70, 3, not mask[70, 80]), 7)
+    assert detect_pitch(image, 1) == pytest.approx(36, abs=0.2)
+    found = Inspector("cell", InspectionSettings(border_px=2)).inspect(image, PIXEL_NM)
+    assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((80, 70), abs=1.5)]
+
+
+@pytest.mark.parametrize("source", ["raster", "gds"])
+def test_die_to_database_from_a_raster_or_gdsii(tmp_path, source):
+    mask = pattern(160)
+    if source == "gds":
+        library = gdstk.Library(unit=1e-9)
+        top = library.new_cell("TOP")
+        for x in range(4, 160, 24):  # lines of 10 px at 10 nm: 100 nm wide, in nm units
+            top.add(gdstk.rectangle((x * 10, 0), (x * 10 + 100, 1600), layer=1))
+        top.add(gdstk.rectangle((0, 0), (5, 5), layer=2))
+        library.write_gds(tmp_path / "chip.gds")
+        layout = read_layout(tmp_path / "chip.gds", PIXEL_NM, layer=1)
+        assert layout.pattern.shape == (161, 155) and layout.origin_nm == (40.0, 0.0)
+    else:
+        cv2.imwrite(str(tmp_path / "chip.png"), mask.astype(np.uint8) * 255)
+        layout = read_layout(tmp_path / "chip.png", PIXEL_NM)
+    broken = mask.copy()
+    broken[60:66, 28:38] = False  # an open in the second line
+    found = Inspector("database", InspectionSettings(border_px=4), layout=layout).inspect(
+        render(broken, 8), PIXEL_NM, (0.0, 0.0))
+    assert [(d.defect_class, d.x_px, d.y_px) for d in found.defects] == \
+        [("open", pytest.approx(32.5, abs=1), pytest.approx(62.5, abs=1))]
+
+
+def _region(mask: np.ndarray, polarity: str) -> Region:
+    ys, xs = np.nonzero(mask)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    return Region(box, mask[box[1]:box[3], box[0]:box[2]], polarity, 5.0,
+                  float(xs.mean()), float(ys.mean()))
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("bridge", "bridge"), ("cut", "open"), ("particle", "particle"),
+    ("contact", "missing_contact"), ("new contact", "extra_contact"), ("bump", "particle")])
+def test_rough_classes_and_polarity(name, expected):
+    reference = pattern(120)
+    reference[:, 50:90] = False
+    for y in range(10, 110, 20):
+        reference[y:y + 6, 60:66] = True  # a column of contacts
+    image = reference.copy()
+    if name == "bridge":
+        image[40:44, 14:28] = True
+    elif name == "cut":
+        image[40:46, 28:38] = False
+    elif name == "particle":
+        image[60:70, 76:84] = True
+    elif name == "contact":
+        image[50:56, 60:66] = False
+    elif name == "new contact":
+        image[40:46, 74:80] = True
+    else:
+        image[60:64, 38:41] = True
+    changed = image != reference
+    found = patterns(render(image, 9, 0.0), render(reference, 9, 0.0),
+                     np.ones(reference.shape, bool))
+    polarity = "extra" if (image & changed).any() else "missing"
+    assert classify(_region(changed, "extra"), found) == (expected, polarity)
+
+
+def _detection(x0: int, y0: int, w: int, h: int, tile: int, origin: tuple[float, float]) -> Defect:
+    mask = np.ones((h, w), bool)
+    return Defect(x0 + w / 2, y0 + h / 2, (x0, y0, x0 + w, y0 + h), mask, "extra", "particle",
+                  3.0, PIXEL_NM, origin, tiles=[tile], thumbnail=np.zeros((8, 8), np.uint8))
+
+
+def test_defects_cut_by_a_tile_border_or_seen_twice_merge_once():
+    parts = [_detection(120, 40, 8, 6, 0, (0.0, 0.0)),   # cut by tile 0's right border
+             _detection(0, 41, 5, 6, 1, (1280.0, 0.0)),  # its other half in tile 1
+             _detection(50, 50, 4, 4, 1, (1280.0, 0.0)),  # elsewhere
+             _detection(70, 50, 4, 4, 0, (0.0, 0.0)),
+             _detection(70, 50, 4, 4, 2, (1.5, 0.5))]    # the same one seen by tile 2
+    merged = merge(parts, gap_nm=30.0)
+    assert [(d.id, d.tiles, d.bbox_nm) for d in merged] == [
+        (1, [0, 1], (1200.0, 400.0, 1330.0, 470.0)), (2, [0, 2], (700.0, 500.0, 740.0, 540.0)),
+        (3, [1], (1780.0, 500.0, 1820.0, 540.0))]
+    assert merged[0].area_px == 8 * 6 + 5 * 6
+    assert covered_area([(0, 0, 10, 10), (5, 0, 15, 10)]) == 150
+
+
+def test_klarf_round_trip_and_a_foreign_file(tmp_path):
+    defects = merge([_detection(120, 40, 8, 6, 0, (0.0, 0.0)),
+                     _detection(10, 10, 4, 4, 0, (5000.0, 0.0))], 30.0)
+    sample = KlarfSample("scan-1", 2.5e7, (5000.0, 5000.0))
+    files = write_klarf(tmp_path / "scan-1.klarf", defects, sample)
+    assert [f.name for f in files] == ["scan-1.klarf", "scan-1.klarf.json", "scan-1.defects.tif"]
+    klarf = read_klarf(files[0])
+    assert klarf["records"]["TiffFileName"] == ["scan-1.defects.tif"]
+    assert [(d["DEFECTID"], d["XINDEX"], d["IMAGELIST"]) for d in klarf["defects"]] == \
+        [(1, 1, [(1, 0)]), (2, 0, [(2, 0)])]
+    assert klarf["defects"][0]["XREL"] == pytest.approx(0.115, abs=1e-3)  # um
+    assert klarf["defects"][1]["XREL"] == pytest.approx(1.235, abs=1e-3)
+    assert klarf["summary"] == [{"TESTNO": 1, "NDEFECT": 2, "DEFDENSITY": pytest.approx(8e6),
+                                 "NDIE": 1, "NDEFDIE": 2}]
+    assert klarf["classes"][1] == "particle"
+    foreign = tmp_path / "foreign.klarf"
+    foreign.write_text('FileVersion 1 8;\nDefectRecordSpec 4 DEFECTID XREL IMAGECOUNT IMAGELIST;\n'
+                       'DefectList\n 7 1.5 2 2\n 10 0\n 11 1\n 8 2.5 0 0;\nSummarySpec 2 TESTNO'
+                       ' NDEFECT;\nSummaryList\n 1 2;\nEndOfFile;\n')
+    assert read_klarf(foreign)["defects"] == [
+        {"DEFECTID": 7, "XREL": 1.5, "IMAGECOUNT": 2, "IMAGELIST": [(10, 0), (11, 1)]},
+        {"DEFECTID": 8, "XREL": 2.5, "IMAGECOUNT": 0, "IMAGELIST": []}]
+
+
+def test_a_defect_message_round_trips_with_its_thumbnail():
+    thumb = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    message = decode_message(encode_defect("s1", {"id": 1, "class": "open"}, thumb))
+    assert message.kind == "defect" and message.header["class"] == "open"
+    assert np.array_equal(message.image, thumb)
+    assert decode_message(encode_defect("s1", {"id": 2}, None)).image is None
+
+
+def test_layout_raster_resampling_keeps_coverage():
+    layout = LayoutRaster(pattern(100), 5.0)
+    assert layout.at_pixel_size(10.0).shape == (50, 50)
+    assert layout.at_pixel_size(10.0).mean() == pytest.approx(layout.pattern.mean(), abs=0.01)
