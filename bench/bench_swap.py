@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "bundle": relative(bundle), "tile_px": args.tile,
         "rate_hz": args.rate, "swaps": args.swaps, "reload_exit_codes": [r["code"] for r in reloads],
         "reload_seconds": [round(r["seconds"], 2) for r in reloads],
+        "reload_failures": [r["said"] for r in reloads if r["code"] != 0],
         "caught_up_after_each_swap": [r["caught_up"] for r in reloads],
         "tiles_sent": stream.sent, "tiles_converted": kinds.count("sem"),
         "tiles_errored": kinds.count("error"), "tiles_lost": stream.sent - len(kinds),
