@@ -363,3 +363,30 @@ def test_an_endpoint_in_use_is_a_one_line_error_and_leaves_nothing_running():
         assert second.wait(5)  # stopped itself
     finally:
         first.stop()
+
+
+def test_a_frame_beyond_the_limits_is_refused_by_zeromq_before_it_is_read(ctx, collector):
+    """[limits] sets the input socket's MAXMSGSIZE: the sender of a larger frame is cut off,
+    the frame never reaches memory, other senders go on."""
+    rig, out = endpoint(), endpoint()
+    config = config_for({"socket": "pull", "endpoint": rig}, {"endpoint": out},
+                        limits={"max_bytes": 2 * 2**20})
+    daemon = Daemon(config, converter=fake_converter())
+    daemon.start()
+    consumer = collector(out)
+    big, good = ctx.socket(zmq.PUSH), ctx.socket(zmq.PUSH)
+    try:
+        big.connect(rig)
+        time.sleep(0.3)
+        big.send_multipart([b"tile/x", b"{}", b"\0" * (3 * 2**20)])
+        time.sleep(0.5)
+        good.connect(rig)
+        good.send_multipart(encode_tile(header("ok", 0), raw_tiles(1)[0]))
+        consumer.wait_for(lambda ms: len(ms) >= 1)
+        metrics = wait_idle(daemon.metrics_port, 1)
+        assert [m.kind for m in consumer.messages] == ["sem"]
+        assert metrics["ssum_edge_tiles_received_total"] == 1
+    finally:
+        big.close(linger=0)
+        good.close(linger=0)
+        daemon.stop()
