@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zmq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,10 +31,10 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import itertools
 
-from run import machine, make_tiles, relative, tile_header
+from run import DaemonClient, machine, make_tiles, relative, tile_header
 
 from edge.inference.bundle import default_bundle_path, load_bundle, write_manifest
-from edge.protocol import Kind, decode_message, encode_tile, topic
+from edge.protocol import decode_message, encode_tile
 from edge.serve.config_file import build_config, to_toml
 from edge.tools.supervise import NotifyListener, free_port, start_daemon, stop_daemon
 
@@ -55,14 +54,11 @@ def rss_bytes(pid: int) -> int:
 
 
 class Stream:
+    """A steady stream of tiles into the daemon (bench/run.py's client), every answer kept."""
+
     def __init__(self, ports: dict[str, int], tiles: list[np.ndarray], rate_hz: float) -> None:
-        self.context = zmq.Context()
-        self.push = self.context.socket(zmq.PUSH)
-        self.push.connect(f"tcp://127.0.0.1:{ports['input']}")
-        self.sub = self.context.socket(zmq.SUB)
-        for kind in (Kind.SEM, Kind.ERROR):
-            self.sub.setsockopt(zmq.SUBSCRIBE, topic(kind).encode())
-        self.sub.connect(f"tcp://127.0.0.1:{ports['output']}")
+        self.client = DaemonClient(ports)
+        self.push, self.sub = self.client.push, self.client.sub
         self.tiles, self.rate_hz = tiles, rate_hz
         self.stop = threading.Event()
         self.sent = 0
@@ -100,7 +96,7 @@ class Stream:
         self.stop.set()
         for thread in self.threads:
             thread.join(120)
-        self.context.destroy(linger=0)
+        self.client.close()
 
 
 def reload(config: Path) -> tuple[int, float, str]:
