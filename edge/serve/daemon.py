@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zmq
@@ -62,7 +63,9 @@ class Daemon:
         self._stopped = threading.Event()
         self._receiver_ready = threading.Event()
         self._receiver_error: BaseException | None = None
-        self._reload_lock = threading.Lock()
+        # every reload runs on this one thread: a model loaded on a new thread each time grows
+        # the process by a malloc arena per thread until the arenas run out
+        self._reloader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-reload")
         self._progress = (0, time.monotonic())
 
     # ----------------------------------------------------------------- life cycle
@@ -143,6 +146,7 @@ class Daemon:
             self._context.term()
         if self._http is not None:
             self._http.close()
+        self._reloader.shutdown(wait=True, cancel_futures=True)
         serving = self._pipeline.converter if self._pipeline else self._converter
         if serving is not None and serving is not self._given:
             serving.close()
@@ -228,26 +232,29 @@ class Daemon:
 
     def reload(self) -> Verdict:
         """Load the bundle [model] names now beside the serving one, warm it, then swap it in
-        between batches; on any failure the old model keeps serving."""
+        between batches; on any failure the old model keeps serving. One at a time."""
         if self._pipeline is None or not self._ready.is_set():
             return Verdict(False, {"error": "the daemon is not serving yet"})
-        with self._reload_lock:
-            old = self._pipeline.converter
-            try:
-                new = self._loader(self.config, warm_shape=self._pipeline.recent_shape)
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the old model serving
-                self.metrics.reloads.labels(result="failed").inc()
-                log.error("reload failed, still serving %s: %s", old.label, exc)
-                return Verdict(False, {"error": str(exc), "model": old.label})
-            if (new.label, new.backend.precision) == (old.label, old.backend.precision):
-                new.close()
-                self.metrics.reloads.labels(result="unchanged").inc()
-                return Verdict(True, {"model": old.label, "changed": False})
-            self._pipeline.swap(new, close_old=old is not self._given)
-            self.metrics.set_model(**new.model_info)
-            self.metrics.reloads.labels(result="ok").inc()
-            log.info("reloaded: now serving %s (was %s)", new.label, old.label)
-            return Verdict(True, {"model": new.label, "previous": old.label, "changed": True})
+        return self._reloader.submit(self._reload).result()
+
+    def _reload(self) -> Verdict:
+        assert self._pipeline is not None
+        old = self._pipeline.converter
+        try:
+            new = self._loader(self.config, warm_shape=self._pipeline.recent_shape)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the old model serving
+            self.metrics.reloads.labels(result="failed").inc()
+            log.error("reload failed, still serving %s: %s", old.label, exc)
+            return Verdict(False, {"error": str(exc), "model": old.label})
+        if (new.label, new.backend.precision) == (old.label, old.backend.precision):
+            new.close()
+            self.metrics.reloads.labels(result="unchanged").inc()
+            return Verdict(True, {"model": old.label, "changed": False})
+        self._pipeline.swap(new, close_old=old is not self._given)
+        self.metrics.set_model(**new.model_info)
+        self.metrics.reloads.labels(result="ok").inc()
+        log.info("reloaded: now serving %s (was %s)", new.label, old.label)
+        return Verdict(True, {"model": new.label, "previous": old.label, "changed": True})
 
     def status_line(self) -> str:
         m = self.metrics
