@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--seed", type=int, default=0)
     scan.add_argument("--pixel-size", type=float, default=10.0, help="nm per pixel (default 10)")
     scan.add_argument("--stage-error", type=float, default=20.0, help="stage error std, nm (default 20)")
+    scan.add_argument("--planes", type=int, default=1,
+                      help="frames per position: with 2 or more, each position is a z-stack of "
+                           "planes spanning the layout's heights (default 1)")
+    scan.add_argument("--multilayer", action="store_true",
+                      help="layers at their own heights (steps of 50-1000 nm, up to 2 um)")
 
     degrade = sub.add_parser(
         "degrade", help="test pairs from real SEM images: the SEM as reference, its optical rendering as input")
@@ -60,15 +65,17 @@ def run(args: argparse.Namespace) -> int:
         out = write_pairs(args.out, args.n, args.seed, args.size, args.pixel_size, not args.no_misalign)
         print(f"wrote {args.n} pairs to {out}/osr, {out}/sem and {out}/meta.json")
     elif args.action == "scan":
-        _check_positive(rows=args.rows, cols=args.cols, tile=args.tile, pixel_size=args.pixel_size)
+        _check_positive(rows=args.rows, cols=args.cols, tile=args.tile, pixel_size=args.pixel_size,
+                        planes=args.planes)
         if not 0 <= args.overlap < args.tile:
             raise UserError(f"--overlap must be in [0, --tile), not {args.overlap}")
         if args.stage_error < 0:
             raise UserError("--stage-error must not be negative")
         out = simulate_scan(args.out, args.rows, args.cols, args.tile, args.overlap, args.seed,
-                            args.pixel_size, args.stage_error)
-        print(f"wrote {args.rows}x{args.cols} tiles to {out}/tiles, ground truth to {out}/ground_truth, "
-              f"manifest {out}/scan.json")
+                            args.pixel_size, args.stage_error, args.planes, args.multilayer)
+        planes = f" of {args.planes} planes" if args.planes > 1 else ""
+        print(f"wrote {args.rows}x{args.cols} tiles{planes} to {out}/tiles, ground truth to "
+              f"{out}/ground_truth, manifest {out}/scan.json")
     elif args.action == "degrade":
         source_nm = args.source_pixel_size or MATCHED_PIXEL_SIZE_NM
         _check_positive(source_pixel_size=source_nm, pixel_size=args.pixel_size)

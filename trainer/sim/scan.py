@@ -1,21 +1,24 @@
-"""A simulated SSUM scan: a grid of overlapping camera tiles with true and reported stage
-positions, plus the ground-truth SEM mosaic, written with edge.tools.scanfile."""
+"""A simulated SSUM scan: a grid of overlapping camera tiles (or z-stacks of them) with true and
+reported stage positions, plus the ground-truth SEM mosaic, written with edge.tools.scanfile."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edge.imaging.imageio import to_uint16
 from edge.tools.scanfile import write_scan
-from trainer.sim.layout import generate_layout
-from trainer.sim.optics import capture, render_osr_clean
+from trainer.sim.layers import generate_multilayer
+from trainer.sim.layout import Layout, generate_layout
+from trainer.sim.optics import OpticsParams, capture
 from trainer.sim.pairs import SimParams, field_centre
 from trainer.sim.sem import render_sem
+from trainer.sim.zstack import StackParams, drift_px, focus_heights, render_in_focus, render_planes
 
 T0_UNIX_S = 1_750_000_000.0  # fixed start time keeps recordings reproducible
 FRAME_INTERVAL_S = 0.5
@@ -33,6 +36,42 @@ def _cut(image: np.ndarray, top_left_yx: tuple[float, float], tile: int) -> np.n
     return cv2.getRectSubPix(image, (tile, tile), centre)
 
 
+@dataclass(frozen=True)
+class _Frames:
+    """What every tile is cut from: one clean virtual image per focal plane."""
+
+    cleans: list[np.ndarray]
+    z_nm: list[float]
+    stacked: bool
+    margin: int
+    centre: tuple[float, float]
+
+
+def _layout(rng: np.random.Generator, shape: tuple[int, int], pixel_size_nm: float,
+            params: SimParams, multilayer: bool) -> Layout:
+    if multilayer:
+        return generate_multilayer(rng, shape, pixel_size_nm, layout=params.layout)
+    return generate_layout(rng, shape, pixel_size_nm, params.layout)
+
+
+def _planes(layout: Layout, planes: int, multilayer: bool, optics: OpticsParams) -> list[float]:
+    """The focal heights: the top of the metal for a single plane of the classic layout, else
+    planes spanning the layout's heights."""
+    if planes == 1 and not multilayer:
+        return [optics.focus_z_nm]
+    return focus_heights(layout.height_nm, StackParams(planes=planes))
+
+
+def _position(frames: _Frames, tile: int, top_left: tuple[float, float], drift: np.ndarray,
+              rng: np.random.Generator, optics: OpticsParams) -> list[np.ndarray]:
+    """The camera frames of one scan position, one per plane, each at its drifted position."""
+    shots = []
+    for clean, (dy, dx) in zip(frames.cleans, drift, strict=True):
+        where = (top_left[0] + dy, top_left[1] + dx)
+        shots.append(to_uint16(capture(_cut(clean, where, tile), rng, optics, frames.centre)))
+    return shots
+
+
 def simulate_scan(
     out: Path,
     rows: int = 3,
@@ -42,50 +81,86 @@ def simulate_scan(
     seed: int = 0,
     pixel_size_nm: float = 10.0,
     stage_error_nm: float = 20.0,
+    planes: int = 1,
+    multilayer: bool = False,
 ) -> Path:
     """Write a scan directory; the stage reports the nominal grid, the true positions differ by a
     Gaussian error (std `stage_error_nm` per axis), recorded under `simulation.tiles_true`.
 
+    With `planes` > 1 every position is a z-stack: that many frames focused at heights spanning
+    the layout's (`z_nm`, `stack_size` set), drifting sideways between frames (recorded too).
+    `multilayer` draws a layout of several layers at their own heights (trainer/sim/layers.py).
     Ground truth mosaics have their pixel (0, 0) at stage position (0, 0)."""
-    if rows < 1 or cols < 1 or not 0 <= overlap < tile:
-        raise ValueError("need rows, cols >= 1 and 0 <= overlap < tile")
+    if rows < 1 or cols < 1 or not 0 <= overlap < tile or planes < 1:
+        raise ValueError("need rows, cols, planes >= 1 and 0 <= overlap < tile")
     params = SimParams()
-    layout_rng, sem_rng, stage_rng, camera_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    stack = StackParams(planes=planes)
+    layout_rng, sem_rng, stage_rng, camera_rng, drift_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
     height, width = mosaic_shape(rows, cols, tile, overlap)
-    margin = math.ceil(5 * stage_error_nm / pixel_size_nm) + 4
-    layout = generate_layout(layout_rng, (height + 2 * margin, width + 2 * margin), pixel_size_nm, params.layout)
+    drift_nm = 5 * stack.drift_nm * math.sqrt(planes) if planes > 1 else 0.0
+    margin = math.ceil((5 * stage_error_nm + drift_nm) / pixel_size_nm) + 4
+    layout = _layout(layout_rng, (height + 2 * margin, width + 2 * margin), pixel_size_nm,
+                     params, multilayer)
     sem = render_sem(layout, sem_rng, params.sem)
-    clean = render_osr_clean(layout, params.optics)
-    centre = field_centre(stage_rng, params.misalign.max_field_offset)
+    z_nm = _planes(layout, planes, multilayer, params.optics)
+    frames = _Frames(render_planes(layout, z_nm, params.optics), z_nm, planes > 1, margin,
+                     field_centre(stage_rng, params.misalign.max_field_offset))
     step_nm = (tile - overlap) * pixel_size_nm
-    tiles, truth_records = [], []
-    for seq, (r, c) in enumerate((r, c) for r in range(rows) for c in range(cols)):
+    tiles: list[tuple[dict, np.ndarray]] = []
+    truth_records = []
+    for r, c in ((r, c) for r in range(rows) for c in range(cols)):
         reported = (c * step_nm, r * step_nm)
         error = stage_rng.normal(0.0, stage_error_nm, 2) if stage_error_nm > 0 else np.zeros(2)
-        true_x, true_y = reported[0] + error[0], reported[1] + error[1]
-        top_left = (margin + true_y / pixel_size_nm, margin + true_x / pixel_size_nm)
-        pixels = capture(_cut(clean, top_left, tile), camera_rng, params.optics, centre)
-        info = {
-            "seq": seq, "row": r, "col": c, "x_nm": reported[0], "y_nm": reported[1],
-            "t_capture": T0_UNIX_S + seq * FRAME_INTERVAL_S,
-            "z_nm": params.optics.focus_z_nm, "exposure_ms": EXPOSURE_MS,
-        }
-        tiles.append((info, to_uint16(pixels)))
-        truth_records.append({"seq": seq, "x_nm_true": float(true_x), "y_nm_true": float(true_y),
-                              "error_x_nm": float(true_x - reported[0]), "error_y_nm": float(true_y - reported[1])})
+        drift = (drift_px(drift_rng, planes, stack.drift_nm, pixel_size_nm) if frames.stacked
+                 else np.zeros((1, 2)))
+        top_left = (margin + (reported[1] + error[1]) / pixel_size_nm,
+                    margin + (reported[0] + error[0]) / pixel_size_nm)
+        shots = _position(frames, tile, top_left, drift, camera_rng, params.optics)
+        for k, pixels in enumerate(shots):
+            seq = len(tiles)
+            info = {
+                "seq": seq, "row": r, "col": c, "x_nm": reported[0], "y_nm": reported[1],
+                "t_capture": T0_UNIX_S + seq * FRAME_INTERVAL_S,
+                "z_nm": z_nm[k], "exposure_ms": EXPOSURE_MS,
+            } | ({"stack_size": planes} if frames.stacked else {})
+            tiles.append((info, pixels))
+            truth_records.append(_true_position(seq, reported, error, drift[k], pixel_size_nm))
     crop = np.s_[margin : margin + height, margin : margin + width]
     simulation = {
         "seed": seed,
         "stage_error_nm": stage_error_nm,
-        "reported_positions": "nominal grid; true = reported + error",
-        "field_centre": centre,
+        "reported_positions": "nominal grid; true = reported + error (stage error and drift)",
+        "field_centre": frames.centre,
         "tiles_true": truth_records,
         "params": asdict(params),
-    }
+        "multilayer": multilayer,
+        "planes": planes,
+    } | ({"stack": asdict(stack), "z_nm": z_nm} if frames.stacked else {})
     return write_scan(
         out, f"sim-{seed:04d}", pixel_size_nm, tiles,
-        ground_truth={"sem_mosaic": sem[crop], "osr_mosaic_clean": np.clip(clean[crop], 0, 1)},
+        ground_truth=_ground_truth(layout, sem, frames, params.optics, crop, multilayer),
         extra={"rows": rows, "cols": cols, "overlap_px": overlap, "simulation": simulation},
     )
+
+
+def _true_position(seq: int, reported: tuple[float, float], error: np.ndarray, drift: np.ndarray,
+                   pixel_size_nm: float) -> dict[str, float]:
+    true_x = reported[0] + error[0] + drift[1] * pixel_size_nm
+    true_y = reported[1] + error[1] + drift[0] * pixel_size_nm
+    return {"seq": seq, "x_nm_true": float(true_x), "y_nm_true": float(true_y),
+            "error_x_nm": float(true_x - reported[0]), "error_y_nm": float(true_y - reported[1]),
+            "drift_x_nm": float(drift[1] * pixel_size_nm),
+            "drift_y_nm": float(drift[0] * pixel_size_nm)}
+
+
+def _ground_truth(layout: Layout, sem: np.ndarray, frames: _Frames, optics: OpticsParams,
+                  crop: Any, multilayer: bool) -> dict[str, np.ndarray]:
+    """The SEM mosaic, the noise-free OSR mosaic (every layer in focus for a stack) and, for a
+    multilayer layout, the surface height in nm (uint16)."""
+    clean = render_in_focus(layout, optics) if frames.stacked else frames.cleans[0]
+    truth = {"sem_mosaic": sem[crop], "osr_mosaic_clean": np.clip(clean[crop], 0, 1)}
+    if multilayer:
+        truth["height_nm"] = np.round(layout.height_nm[crop]).astype(np.uint16)
+    return truth
