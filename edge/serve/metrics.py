@@ -19,6 +19,7 @@ from prometheus_client import (
 
 from edge import __version__
 from edge.protocol import ErrorCode
+from edge.serve.stacks import INCOMPLETE_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 STAGES = ("preprocess", "queue", "infer", "blend", "publish")
 QUEUES = ("decode", "patches", "blend", "publish")
 DROP_REASONS = ("queue_full", "shutdown", "send_failed")
-LOST_KINDS = ("error", "scan-end")
+LOST_KINDS = ("error", "scan-end", "height")
 RELOAD_RESULTS = ("ok", "unchanged", "failed")
 
 
@@ -73,6 +74,17 @@ class EdgeMetrics:
         )
         self.open_scans = Gauge(
             PREFIX + "open_scans", "Scans with tiles seen and no scan-end yet.", registry=reg
+        )
+        self.stacks_fused = Counter(
+            PREFIX + "stacks_fused", "Z-stacks fused into one tile (complete or not).",
+            registry=reg,
+        )
+        self.stacks_incomplete = Counter(
+            PREFIX + "stacks_incomplete", "Z-stacks closed before all their planes came, by reason.",
+            ["reason"], registry=reg,
+        )
+        self.open_stacks = Gauge(
+            PREFIX + "open_stacks", "Z-stacks waiting for more planes.", registry=reg
         )
         self.tile_latency = Histogram(
             PREFIX + "tile_latency_seconds", "Per tile, receive to publish.",
@@ -123,6 +135,8 @@ class EdgeMetrics:
             self.stage_latency.labels(stage=stage)
         for result in RELOAD_RESULTS:
             self.reloads.labels(result=result)
+        for reason in INCOMPLETE_REASONS:
+            self.stacks_incomplete.labels(reason=reason)
 
     def watch_queue(self, name: str, depth: Callable[[], float], capacity: int) -> None:
         """Report a queue's depth at every scrape, and its capacity."""
