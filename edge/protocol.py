@@ -10,7 +10,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ MAX_TOPIC_BYTES = 16 + 4 * MAX_SCAN_ID_CHARS  # the longest kind, "/", a scan id
 MAX_INT = 2**31 - 1  # integer fields (seq, row, col, width, height, n_tiles)
 MAX_NUMBER = 2.0**53  # magnitude of the number fields (x_nm, y_nm, pixel_size_nm, t_capture)
 MAX_MESSAGE_CHARS = 1000  # of an error answer's message
+MAX_STACK_SIZE = 1024  # planes of one z-stack
 UNKNOWN_SCAN = "unknown"
 
 INT_FIELDS = ("seq", "row", "col", "width", "height")
@@ -41,6 +42,7 @@ class Kind(enum.StrEnum):
     ERROR = "error"
     SCAN_END = "scan-end"
     DEFECT = "defect"
+    HEIGHT = "height"
 
 
 def topic(kind: Kind, scan_id: str = "") -> str:
@@ -241,6 +243,18 @@ def _validate_tile_header(header: dict, scan_id: str) -> None:
             ErrorCode.UNKNOWN_DTYPE,
             f"dtype {_shown(header['dtype'])} is not one of {', '.join(DTYPES)}",
         )
+    _validate_stack_fields(header, fail)
+
+
+def _validate_stack_fields(header: dict, fail: Callable[[ErrorCode, str], ProtocolError]) -> None:
+    """The optional z-stack fields: `z_nm` a number, `stack_size` an integer of planes."""
+    if "z_nm" in header and not _is_number(header["z_nm"]):
+        raise fail(ErrorCode.BAD_FIELD,
+                   f"z_nm must be a number of magnitude <= 2**53, got {_shown(header['z_nm'])}")
+    size = header.get("stack_size", 1)
+    if not _is_int(size) or not 1 <= size <= MAX_STACK_SIZE:
+        raise fail(ErrorCode.BAD_FIELD, f"stack_size must be an integer in [1, {MAX_STACK_SIZE}], "
+                                        f"got {_shown(size)}")
 
 
 def _check_limits(header: dict, pixels: memoryview, limits: Limits, scan_id: str) -> int:
@@ -381,6 +395,19 @@ def encode_result(input_header: dict, image: np.ndarray, extra: dict) -> list[by
     return [topic(Kind.SEM, input_header["scan_id"]).encode(), _dump(header), pixels]
 
 
+def encode_height(result_header: dict, height_nm: np.ndarray) -> list[bytes]:
+    """The height map of a fused z-stack, published after its converted tile: the tile's
+    identifying fields, float32 pixels in nm (`unit`), the same geometry."""
+    shape = (result_header["height"], result_header["width"])
+    if height_nm.shape != shape:
+        raise ValueError(f"height map shape {height_nm.shape} differs from the tile {shape}")
+    keep = ("scan_id", "seq", "row", "col", "x_nm", "y_nm", "pixel_size_nm", "t_capture")
+    header = {"v": PROTOCOL_VERSION, **{k: result_header[k] for k in keep},
+              "width": shape[1], "height": shape[0], "dtype": "float32", "unit": "nm"}
+    pixels = _pixel_bytes(np.asarray(height_nm, np.float32), "float32")
+    return [topic(Kind.HEIGHT, result_header["scan_id"]).encode(), _dump(header), pixels]
+
+
 def encode_error(
     scan_id: str, code: ErrorCode, message: str, header: dict | None = None
 ) -> list[bytes]:
@@ -461,8 +488,8 @@ def decode_scan_end(frames: Sequence[Any]) -> ScanEnd:
 def decode_message(frames: Sequence[Any]) -> Message:
     """Decode any v1 message (for clients and tests): strict framing, lenient about kinds.
 
-    Pixels are decoded for tile and sem messages and a defect's thumbnail; other kinds carry
-    none (image is None).
+    Pixels are decoded for tile, sem and height messages and a defect's thumbnail; other kinds
+    carry none (image is None).
     """
     topic_raw, header_raw, pixels = _check_frames(frames)
     kind, topic_scan = _split_topic(topic_raw)
@@ -483,7 +510,7 @@ def decode_message(frames: Sequence[Any]) -> Message:
             header,
         )
     image = None
-    if kind == Kind.SEM:
+    if kind in (Kind.SEM, Kind.HEIGHT):
         _validate_tile_header(header, topic_scan)
         expected = _check_limits(header, pixels, Limits(), topic_scan)
         image = _pixels(header, pixels, expected, topic_scan)

@@ -100,7 +100,7 @@ def test_every_reason_and_stage_is_exported_before_it_happens():
     assert drops == {"queue_full", "shutdown", "send_failed"}
     lost = {(s.labels["kind"], s.labels["reason"])
             for s in found["ssum_edge_messages_lost"].samples}
-    assert lost == {(k, r) for k in ("error", "scan-end")
+    assert lost == {(k, r) for k in ("error", "scan-end", "height", "defect")
                     for r in ("queue_full", "shutdown", "send_failed")}
     stages = {s.labels["stage"] for s in found["ssum_edge_stage_latency_seconds"].samples}
     assert stages == {"preprocess", "queue", "infer", "blend", "publish"}

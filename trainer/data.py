@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from edge.errors import UserError
-from edge.imaging.imageio import list_images, read_image
+from edge.imaging.focus import fuse_file
+from edge.imaging.imageio import is_stack, list_images, read_image
 from edge.imaging.registration import align_pair
 from edge.inference.preprocess import PreprocessParams, preprocess
 from trainer.augment import apply_transform, center_crop, draw_transform
@@ -44,20 +45,33 @@ def _pair_paths(data_dir: Path) -> list[tuple[str, Path, Path]]:
     if not osr_dir.is_dir() or not sem_dir.is_dir():
         raise UserError(f"{data_dir}: expected the folders osr/ and sem/ with images paired by name")
     sem_by_stem = {p.stem: p for p in list_images(sem_dir)}
-    pairs = [(p.stem, p, sem_by_stem[p.stem]) for p in list_images(osr_dir) if p.stem in sem_by_stem]
+    inputs = _osr_inputs(osr_dir)
+    pairs = [(p.stem, p, sem_by_stem[p.stem]) for p in inputs if p.stem in sem_by_stem]
     if not pairs:
         raise UserError(f"{data_dir}: no OSR/SEM pairs with the same file name in osr/ and sem/")
-    unpaired = len(list_images(osr_dir)) - len(pairs)
+    unpaired = len(inputs) - len(pairs)
     if unpaired:
         log.warning("%d images in %s have no SEM partner and are skipped", unpaired, osr_dir)
     return sorted(pairs)
 
 
+def _osr_inputs(osr_dir: Path) -> list[Path]:
+    """The OSR images, and the z-stacks (folders of planes) beside them."""
+    return list_images(osr_dir) + sorted(p for p in osr_dir.iterdir() if p.is_dir())
+
+
+def read_osr(path: Path) -> np.ndarray:
+    """An OSR input: an image, or a z-stack (a multi-page TIFF or a folder of planes) fused
+    into one all-in-focus image by the daemon's own fusion."""
+    return fuse_file(path).image if is_stack(path) else read_image(path)
+
+
 def load_pairs(data_dir: str | Path, register: bool = False, preprocess: Any = None) -> PairSet:
-    """Read every pair; with register, align each OSR image to its SEM image first."""
+    """Read every pair (fusing z-stacks); with register, align each OSR image to its SEM image
+    first."""
     names, osr_list, sem_list = [], [], []
     for name, osr_path, sem_path in _pair_paths(Path(data_dir)):
-        osr, sem = read_image(osr_path), read_image(sem_path)
+        osr, sem = read_osr(osr_path), read_image(sem_path)
         if register:
             osr, sem, _ = align_pair(osr, sem)
         if osr.shape != sem.shape:

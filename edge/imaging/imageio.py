@@ -150,3 +150,49 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise UserError(f"{folder}: not a directory")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_stack(path: str | Path) -> bool:
+    """A z-stack on disk: a folder of plane images, or a TIFF of more than one page."""
+    path = Path(path)
+    if path.is_dir():
+        return True
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages) > 1
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return False
+
+
+def read_stack(path: str | Path) -> tuple[list[np.ndarray], list[float] | None]:
+    """The planes of a z-stack as float32 [0, 1] and their heights in nm when the file records
+    them (`write_stack`'s metadata); a folder's planes are its images in name order."""
+    path = Path(path)
+    if path.is_dir():
+        planes = [read_image(p) for p in list_images(path)]
+        z_nm = None
+    else:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                planes = [to_float01(_as_gray(page.asarray(), path)) for page in tif.pages]
+                recorded = (tif.shaped_metadata or [{}])[0].get("z_nm")
+        except (OSError, ValueError, tifffile.TiffFileError) as exc:
+            raise UserError(f"{path}: cannot read the stack ({exc})") from exc
+        z_nm = [float(z) for z in recorded] if isinstance(recorded, list) else None
+    if len(planes) < 1:
+        raise UserError(f"{path}: the stack has no planes")
+    if z_nm is not None and len(z_nm) != len(planes):
+        raise UserError(f"{path}: {len(z_nm)} heights recorded for {len(planes)} planes")
+    return planes, z_nm
+
+
+def write_stack(path: str | Path, planes: Iterable[np.ndarray], z_nm: Iterable[float]) -> Path:
+    """A z-stack as one 16-bit multi-page TIFF, the planes' heights (nm) in its metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.stack([to_uint16(p) for p in planes])
+    tifffile.imwrite(path, data, photometric="minisblack",
+                     metadata={"z_nm": [float(z) for z in z_nm]})
+    return path

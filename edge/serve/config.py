@@ -23,6 +23,7 @@ from edge.inspection.settings import InspectionSettings
 from edge.protocol import Kind, Limits, topic
 from edge.serve import config_checks as check
 from edge.serve.pipeline import OVERLOAD_POLICIES, PipelineSettings
+from edge.serve.stacks import StackSettings
 from edge.transport import CurveOptions
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -31,6 +32,7 @@ SERVING = ConverterSettings()
 QUEUING = PipelineSettings()
 LIMITS = Limits()
 INSPECTING = InspectionSettings()
+STACKING = StackSettings()
 
 
 def key(default: Any, value_check: check.Check, doc: str, shown: str = "",
@@ -185,6 +187,25 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class StacksConfig:
+    size: int = key(STACKING.size, check.nonneg_int,
+                    "Planes per z-stack of the tiles whose header has `z_nm` but no `stack_size` "
+                    "(docs/protocol.md). `0`: only tiles with a `stack_size` of 2 or more are "
+                    "stacked; every other tile is converted on its own.")
+    timeout_s: float = key(STACKING.timeout_s, check.positive_number,
+                           "A stack no plane came to for this long is fused from the planes it "
+                           'has and counted in `ssum_edge_stacks_incomplete_total{reason="timeout"}` '
+                           "(so are stacks still open when their scan-end arrives, "
+                           '`reason="scan_end"`).', normalise=float)
+    max_planes: int = key(STACKING.max_planes, check.positive_int,
+                          "The most planes held in open stacks (memory: this many tiles); beyond "
+                          'it the oldest stack is fused incomplete (`reason="evicted"`).')
+    height_map: bool = key(STACKING.height_map, check.boolean,
+                           "Publish each fused tile's height map (depth from focus, nm) as a "
+                           "`height/<scan_id>` message right after the converted tile.")
+
+
+@dataclass(frozen=True)
 class ShutdownConfig:
     drain_timeout_s: float = key(20.0, check.positive_number,
                                  "On SIGTERM, the longest the daemon converts and publishes what "
@@ -329,6 +350,7 @@ class EdgeConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    stacks: StacksConfig = field(default_factory=StacksConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mosaic: MosaicConfig = field(default_factory=MosaicConfig)
@@ -354,14 +376,16 @@ class EdgeConfig:
                                  max_pixels=tiling.max_pixels)
 
     def pipeline_settings(self) -> PipelineSettings:
-        """How [batching], [queues], [limits] and [input] set the pipeline up."""
-        limits = self.limits
+        """How [batching], [queues], [limits], [stacks] and [input] set the pipeline up."""
+        limits, stacks = self.limits, self.stacks
         return PipelineSettings(max_delay_ms=self.batching.max_delay_ms,
                                 capacity=self.queues.capacity, overload=self.overload_policy,
                                 limits=Limits(limits.max_width, limits.max_height,
                                               limits.max_bytes),
                                 detect_gaps=self.input.socket == "sub",
-                                scan_idle_s=limits.scan_idle_s)
+                                scan_idle_s=limits.scan_idle_s,
+                                stacks=StackSettings(stacks.size, stacks.timeout_s,
+                                                     stacks.max_planes, stacks.height_map))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}

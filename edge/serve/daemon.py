@@ -185,6 +185,7 @@ class Daemon:
                     peers.update()
                 if socket in ready:
                     self._pipeline.submit(socket.recv_multipart(copy=False), time.monotonic())
+                self._pipeline.tick()
         except BaseException as exc:  # a dead receive thread must be seen, not lost
             self._pipeline.fail(f"the receive thread died: {exc!r}")
             log.critical("the receive thread died", exc_info=True)

@@ -20,6 +20,7 @@ from prometheus_client import (
 from edge import __version__
 from edge.inspection.classify import CLASSES
 from edge.protocol import ErrorCode
+from edge.serve.stacks import INCOMPLETE_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ STAGES = ("preprocess", "queue", "infer", "blend", "publish")
 QUEUES = ("decode", "patches", "blend", "publish")
 DENSITY_BUCKETS = (0, 1e9, 1e10, 3e10, 1e11, 3e11, 1e12, 3e12)  # defects per m^2; 1e12 = 1 per um^2
 DROP_REASONS = ("queue_full", "shutdown", "send_failed")
-LOST_KINDS = ("error", "scan-end")
+LOST_KINDS = ("error", "scan-end", "height", "defect")
 RELOAD_RESULTS = ("ok", "unchanged", "failed")
 
 
@@ -75,6 +76,17 @@ class EdgeMetrics:
         )
         self.open_scans = Gauge(
             PREFIX + "open_scans", "Scans with tiles seen and no scan-end yet.", registry=reg
+        )
+        self.stacks_fused = Counter(
+            PREFIX + "stacks_fused", "Z-stacks fused into one tile (complete or not).",
+            registry=reg,
+        )
+        self.stacks_incomplete = Counter(
+            PREFIX + "stacks_incomplete", "Z-stacks closed before all their planes came, by reason.",
+            ["reason"], registry=reg,
+        )
+        self.open_stacks = Gauge(
+            PREFIX + "open_stacks", "Z-stacks waiting for more planes.", registry=reg
         )
         self.tile_latency = Histogram(
             PREFIX + "tile_latency_seconds", "Per tile, receive to publish.",
@@ -152,6 +164,8 @@ class EdgeMetrics:
             self.reloads.labels(result=result)
         for name in CLASSES:
             self.defects.labels(name)
+        for reason in INCOMPLETE_REASONS:
+            self.stacks_incomplete.labels(reason=reason)
 
     def watch_queue(self, name: str, depth: Callable[[], float], capacity: int) -> None:
         """Report a queue's depth at every scrape, and its capacity."""

@@ -40,6 +40,7 @@ from edge.protocol import (
     decode_scan_end,
     decode_tile,
     encode_error,
+    encode_height,
     encode_result,
     encode_scan_end,
     topic,
@@ -49,6 +50,7 @@ from edge.serve.queues import POLL_S as _POLL_S
 from edge.serve.queues import STOP, DecodeQueue
 from edge.serve.ratelog import RateLimitedLog
 from edge.serve.scans import ScanBook
+from edge.serve.stacks import Stack, StackBook, StackSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class PipelineSettings:
     limits: Limits = field(default_factory=Limits)
     detect_gaps: bool = True
     scan_idle_s: float = 3600.0
+    stacks: StackSettings = field(default_factory=StackSettings)
 
 
 @dataclass(eq=False)
@@ -100,6 +103,13 @@ class TileJob:
     error: str | None = None
     image: np.ndarray | None = None
     times: dict[str, float] = field(default_factory=dict)
+    stack: Stack | None = None  # the planes this tile is fused from (in the preprocess stage)
+    height: np.ndarray | None = None  # the fused stack's height map, published after the tile
+
+    @property
+    def planes(self) -> int:
+        """The input messages this job stands for: its outcome counts for each of them."""
+        return 1 if self.stack is None else len(self.stack.planes)
 
 
 @dataclass(eq=False)
@@ -139,6 +149,7 @@ class Pipeline:
         self.blend_q: queue.Queue[Any] = queue.Queue(capacity)
         self.publish_q: queue.Queue[Any] = queue.Queue(capacity)
         self._scans = ScanBook(settings.scan_idle_s)
+        self._stacks = StackBook(settings.stacks)
         self._rejections = RateLimitedLog(log)
         self._lock = threading.Lock()
         self._abort = threading.Event()
@@ -155,6 +166,7 @@ class Pipeline:
         metrics.watch_queue("blend", self.blend_q.qsize, capacity)
         metrics.watch_queue("publish", self.publish_q.qsize, capacity)
         metrics.open_scans.set_function(lambda: len(self._scans))
+        metrics.open_stacks.set_function(lambda: len(self._stacks))
 
     # ----------------------------------------------------------------- life cycle
     def start(self, timeout_s: float = 30.0) -> None:
@@ -202,6 +214,7 @@ class Pipeline:
             self.abort()
         if not self._closing.is_set():
             self._closing.set()
+            self._queue_stacks(self._stacks.close_all())
             self.decode_q.put_always(STOP)
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
@@ -264,6 +277,7 @@ class Pipeline:
                 self.metrics.received.inc()
                 self._reject(exc)
             else:
+                self._queue_stacks(self._stacks.close_scan(end.scan_id))
                 self._accept(ScanEndJob(end.scan_id, end.header))
             return
         self.metrics.received.inc()
@@ -273,7 +287,28 @@ class Pipeline:
             self._reject(exc)
             return
         self._check_sequence(tile)
-        self._accept(TileJob(tile, t_recv))
+        if self._stacks.size_of(tile) > 1:
+            self._hold(tile, t_recv)
+        else:
+            self._accept(TileJob(tile, t_recv))
+
+    def tick(self, now: float | None = None) -> None:
+        """Close the stacks whose planes stopped coming (called by the receive thread)."""
+        self._queue_stacks(self._stacks.expire(time.monotonic() if now is None else now))
+
+    def _hold(self, tile: Tile, t_recv: float) -> None:
+        """A plane of a z-stack: in flight until the fused tile's outcome counts for it."""
+        with self._lock:
+            self._in_flight += 1
+        self._queue_stacks(self._stacks.add(tile, t_recv) + self._stacks.expire(t_recv))
+
+    def _queue_stacks(self, stacks: list[Stack]) -> None:
+        """Queue closed stacks as tiles, fused in the preprocess stage."""
+        for stack in stacks:
+            if stack.incomplete:
+                self.metrics.stacks_incomplete.labels(reason=stack.incomplete).inc()
+                self._scans.count(stack.key[0], "stacks_incomplete")
+            self._enqueue(TileJob(stack.planes[0], stack.last, stack=stack))
 
     @staticmethod
     def _is_scan_end(frames: list[Any]) -> bool:
@@ -323,6 +358,9 @@ class Pipeline:
     def _accept(self, job: TileJob | ScanEndJob) -> None:
         with self._lock:
             self._in_flight += 1
+        self._enqueue(job)
+
+    def _enqueue(self, job: TileJob | ScanEndJob) -> None:
         if self.settings.overload == "drop-oldest":
             dropped = self.decode_q.put_drop_oldest(job)
             if dropped is not None:
@@ -332,13 +370,13 @@ class Pipeline:
 
     def _drop(self, job: TileJob | ScanEndJob, reason: str) -> None:
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight -= 1 if isinstance(job, ScanEndJob) else job.planes
         if isinstance(job, ScanEndJob):
             self._lose(Kind.SCAN_END, reason)
             return
         self._release(job)
-        self._scans.count(job.tile.scan_id, "dropped")
-        self.metrics.dropped.labels(reason=reason).inc()
+        self._scans.count(job.tile.scan_id, "dropped", job.planes)
+        self.metrics.dropped.labels(reason=reason).inc(job.planes)
         self._rejections.warning(f"drop-{reason}", "dropped tile seq %d of scan %s (%s)",
                                  job.tile.seq, job.tile.scan_id, reason)
 
@@ -388,6 +426,8 @@ class Pipeline:
     def _prepare(self, job: TileJob) -> None:
         job.times["pre_start"] = time.monotonic()
         try:
+            if job.stack is not None:
+                self._fuse(job)
             converter = job.converter = self._claim()
             image = converter.prepare(np.asarray(job.tile.image))
             job.patches, job.plan = converter.tiler.split(image)
@@ -397,6 +437,15 @@ class Pipeline:
                           job.tile.scan_id)
             job.error = f"preprocessing failed: {exc}"
         job.times["pre_end"] = time.monotonic()
+
+    def _fuse(self, job: TileJob) -> None:
+        """The stack's planes -> one all-in-focus tile (and its height map)."""
+        assert job.stack is not None
+        fused = job.stack.fuse(self.settings.stacks.focus)
+        job.tile = Tile(job.tile.topic, job.stack.header(), fused.image, job.tile.scan_id,
+                        job.tile.seq)
+        job.height = fused.height_nm if self.settings.stacks.height_map else None
+        self.metrics.stacks_fused.inc()
 
     def _forward(self, q: queue.Queue[Any], item: Any) -> None:
         """Put with back-pressure; an abort turns waiting tiles into shutdown drops."""
@@ -570,7 +619,7 @@ class Pipeline:
         if isinstance(item, TileJob):
             self._release(item)
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight -= item.planes if isinstance(item, TileJob) else 1
             self._published += 1
 
     def _emit_scan_end(self, sink: Sink, job: ScanEndJob) -> None:
@@ -588,8 +637,8 @@ class Pipeline:
 
     def _emit_failure(self, sink: Sink, job: TileJob) -> None:
         code = ErrorCode.CONVERSION_FAILED
-        self.metrics.rejected.labels(reason=code.value).inc()
-        self._scans.count(job.tile.scan_id, "rejected")
+        self.metrics.rejected.labels(reason=code.value).inc(job.planes)
+        self._scans.count(job.tile.scan_id, "rejected", job.planes)
         answer = encode_error(job.tile.scan_id, code, job.error or "", job.tile.header)
         if not self._delivered(sink, answer, Kind.ERROR.value):
             self._lose(Kind.ERROR, self._send_failure())
@@ -613,16 +662,20 @@ class Pipeline:
             job.error = f"encoding the result failed: {exc}"
             self._emit_failure(sink, job)
             return
-        self.metrics.converted.inc()
+        self.metrics.converted.inc(job.planes)
         if not self._delivered(sink, frames, Kind.SEM.value):
             reason = self._send_failure()
-            self._scans.count(job.tile.scan_id, "dropped")
-            self.metrics.dropped.labels(reason=reason).inc()
+            self._scans.count(job.tile.scan_id, "dropped", job.planes)
+            self.metrics.dropped.labels(reason=reason).inc(job.planes)
             return
-        self.metrics.published.inc()
+        self.metrics.published.inc(job.planes)
         self.metrics.tile_latency.observe(time.monotonic() - job.t_recv)
         self.metrics.observe_stages(stages)
-        self._scans.count(job.tile.scan_id, "converted")
+        self._scans.count(job.tile.scan_id, "converted", job.planes)
+        if job.stack is not None:
+            self._scans.count(job.tile.scan_id, "stacks")
+        if job.height is not None:
+            self._publish_extra(sink, [encode_height(job.tile.header, job.height)])
         for observer in self._observers:
             self._publish_extra(sink, self._observe(observer.converted, job.tile.header,
                                                     job.image))

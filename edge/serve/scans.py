@@ -16,13 +16,19 @@ class ScanStats:
     rejected: int = 0
     dropped: int = 0
     gaps: int = 0
+    stacks: int = 0  # fused z-stacks published
+    stacks_incomplete: int = 0
     next_seq: int = 0
     last_seen: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        """What the forwarded scan-end adds to the rig's header."""
-        return {"converted": self.converted, "rejected": self.rejected, "dropped": self.dropped,
-                "gaps": self.gaps}
+        """What the forwarded scan-end adds to the rig's header (the stack counts only for a
+        scan that had stacks)."""
+        counts = {"converted": self.converted, "rejected": self.rejected,
+                  "dropped": self.dropped, "gaps": self.gaps}
+        if self.stacks or self.stacks_incomplete:
+            counts |= {"stacks": self.stacks, "stacks_incomplete": self.stacks_incomplete}
+        return counts
 
 
 class ScanBook:
@@ -40,11 +46,11 @@ class ScanBook:
     def __len__(self) -> int:
         return len(self._scans)
 
-    def count(self, scan_id: str, what: str) -> None:
-        """Add one to `what` (converted, rejected or dropped) of the scan."""
+    def count(self, scan_id: str, what: str, n: int = 1) -> None:
+        """Add n to `what` (converted, rejected, dropped, stacks, stacks_incomplete)."""
         with self._lock:
             stats = self._touch(scan_id)
-            setattr(stats, what, getattr(stats, what) + 1)
+            setattr(stats, what, getattr(stats, what) + n)
 
     def sequence(self, scan_id: str, seq: int) -> int:
         """Record a tile's seq; returns how many numbers are missing before it (< 0: late)."""

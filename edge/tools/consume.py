@@ -1,9 +1,9 @@
 """The reference client of the daemon's output (`ssum consume`).
 
 Per scan it writes, under OUT/<scan_id>/: tiles/rRRR_cCCC.tif (16-bit), tiles.jsonl (one header a
-line), errors.jsonl, and at scan-end mosaic.ome.tif, mosaic.png and summary.json; when the
-daemon inspects, defects.json (the defect messages' records) and overlay.png (the mosaic with a
-numbered box per defect).
+line), errors.jsonl, heights/rRRR_cCCC.tif (the height maps of fused z-stacks, float32 nm), and
+at scan-end mosaic.ome.tif, mosaic.png and summary.json; when the daemon inspects, defects.json
+(the defect messages' records) and overlay.png (the mosaic with a numbered box per defect).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import tifffile
 import zmq
 
 from edge.errors import UserError
@@ -38,7 +39,8 @@ from edge.transport import CurveOptions, SocketOptions, socket_in
 log = logging.getLogger(__name__)
 
 SOCKET_KINDS = ("sub", "pull")
-TOPICS = tuple(topic(kind) for kind in (Kind.SEM, Kind.ERROR, Kind.SCAN_END, Kind.DEFECT))
+TOPICS = tuple(topic(kind) for kind in (Kind.SEM, Kind.ERROR, Kind.SCAN_END, Kind.DEFECT,
+                                        Kind.HEIGHT))
 PREVIEW_MAX_SIDE = 2048
 
 
@@ -78,6 +80,8 @@ class ScanCollector:
         self.directory = out_dir / scan_id
         (self.directory / "tiles").mkdir(parents=True, exist_ok=True)
         self.tiles: dict[tuple[int, int], tuple[Path, float, float]] = {}
+        self.planes = 0  # the rig's tiles the converted tiles stand for (z-stacks: their planes)
+        self.heights = 0
         self.pixel_size_nm: float | None = None
         self.daemon_ms: list[float] = []
         self.capture_to_receive_ms: list[float] = []
@@ -87,15 +91,22 @@ class ScanCollector:
         self.defects: list[dict] = []
 
     def add_tile(self, header: dict, image: np.ndarray, t_receive: float) -> None:
-        name = f"r{header['row']:03d}_c{header['col']:03d}.tif"
-        path = write_tiff16(self.directory / "tiles" / name, to_float01(image))
+        path = write_tiff16(self.directory / "tiles" / _tile_name(header), to_float01(image))
         self.tiles[(header["row"], header["col"])] = (path, header["x_nm"], header["y_nm"])
+        stack = header.get("stack")
+        self.planes += int(stack.get("planes", 1)) if isinstance(stack, dict) else 1
         self.pixel_size_nm = self.pixel_size_nm or header["pixel_size_nm"]
         _append_jsonl(self.directory / "tiles.jsonl", header)
         total = (header.get("latency_ms") or {}).get("total")
         if isinstance(total, (int, float)):
             self.daemon_ms.append(float(total))
         self.capture_to_receive_ms.append((t_receive - header["t_capture"]) * 1000.0)
+
+    def add_height(self, header: dict, image: np.ndarray) -> None:
+        path = self.directory / "heights" / _tile_name(header)
+        path.parent.mkdir(exist_ok=True)
+        tifffile.imwrite(path, np.asarray(image, np.float32))
+        self.heights += 1
 
     def add_error(self, record: dict) -> None:
         self.error_codes[str(record.get("error", "unknown"))] += 1
@@ -136,7 +147,8 @@ class ScanCollector:
             "tiles": len(self.tiles),
             "errors": sum(self.error_codes.values()),
             "errors_by_code": dict(self.error_codes),
-            "missing_tiles": expected - len(self.tiles) if isinstance(expected, int) else None,
+            "missing_tiles": expected - self.planes if isinstance(expected, int) else None,
+            "height_maps": self.heights,
             "scan_end": self.scan_end,
             "latency_ms": {
                 "daemon_total": latency_stats(self.daemon_ms),
@@ -148,6 +160,10 @@ class ScanCollector:
         }
         (self.directory / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
+
+
+def _tile_name(header: dict) -> str:
+    return f"r{header['row']:03d}_c{header['col']:03d}.tif"
 
 
 def _safe_scan_id(value: Any) -> str:
@@ -189,6 +205,8 @@ class Consumer:
             scan.add_defect(message.header)
         elif message.kind == Kind.SCAN_END:
             self.finish(scan, message.header)
+        elif message.kind == Kind.HEIGHT and message.image is not None:
+            scan.add_height(message.header, message.image)
         else:
             log.debug("ignoring %s message for scan %s", message.kind, scan.scan_id)
 

@@ -22,7 +22,7 @@ VERSION = 1
 MANIFEST = "scan.json"
 DTYPES = ("uint8", "uint16", "float32")
 TILE_KEYS = ("seq", "row", "col", "x_nm", "y_nm", "t_capture")
-OPTIONAL_TILE_KEYS = ("z_nm", "exposure_ms")
+OPTIONAL_TILE_KEYS = ("z_nm", "exposure_ms", "stack_size")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class ScanTile:
     t_capture: float
     z_nm: float | None = None
     exposure_ms: float | None = None
+    stack_size: int | None = None  # planes recorded at this position (a z-stack)
 
 
 @dataclass
@@ -93,8 +94,10 @@ def _read_tiff(path: Path) -> np.ndarray:
         raise UserError(f"{path}: cannot read TIFF ({exc})") from exc
 
 
-def tile_file(row: int, col: int) -> str:
-    return f"tiles/r{row:03d}_c{col:03d}.tif"
+def tile_file(row: int, col: int, plane: int | None = None) -> str:
+    """A tile's file; the planes of a z-stack are numbered in capture order."""
+    suffix = "" if plane is None else f"_p{plane:02d}"
+    return f"tiles/r{row:03d}_c{col:03d}{suffix}.tif"
 
 
 def write_scan(
@@ -106,12 +109,14 @@ def write_scan(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a scan directory. Each tile dict needs seq, row, col, x_nm, y_nm, t_capture (z_nm,
-    exposure_ms optional); all tiles share one shape and dtype. `ground_truth` images (float
-    [0, 1] or integer) are stored as `ground_truth/<name>.tif`; `extra` keys go into scan.json
-    (e.g. `simulation`, `overlap_px`, `rows`, `cols`)."""
+    exposure_ms, stack_size optional; the planes of a stack share row and col); all tiles share
+    one shape and dtype. `ground_truth` images (float [0, 1] or integer) are stored as
+    `ground_truth/<name>.tif`; `extra` keys go into scan.json (e.g. `simulation`,
+    `overlap_px`, `rows`, `cols`)."""
     path = Path(path)
     (path / "tiles").mkdir(parents=True, exist_ok=True)
     entries, geometry = [], None
+    planes: dict[tuple[int, int], int] = {}
     for info, pixels in tiles:
         missing = [k for k in TILE_KEYS if k not in info]
         if missing:
@@ -123,7 +128,9 @@ def write_scan(
             geometry = (pixels.shape, str(pixels.dtype))
         elif geometry != (pixels.shape, str(pixels.dtype)):
             raise UserError(f"tile {info['seq']}: shape/dtype differs from the first tile")
-        name = tile_file(int(info["row"]), int(info["col"]))
+        position = (int(info["row"]), int(info["col"]))
+        plane = planes[position] = planes.get(position, -1) + 1
+        name = tile_file(*position, plane if info.get("stack_size") else None)
         tifffile.imwrite(path / name, pixels)
         entry = {k: info[k] for k in TILE_KEYS} | {"file": name}
         entry |= {k: info[k] for k in OPTIONAL_TILE_KEYS if info.get(k) is not None}
@@ -174,6 +181,7 @@ def _parse_tile(entry: Any, where: Path, index: int) -> ScanTile:
             t_capture=float(entry["t_capture"]),
             z_nm=None if entry.get("z_nm") is None else float(entry["z_nm"]),
             exposure_ms=None if entry.get("exposure_ms") is None else float(entry["exposure_ms"]),
+            stack_size=None if entry.get("stack_size") is None else int(entry["stack_size"]),
         )
     except KeyError as exc:
         raise UserError(f"{where}: tiles[{index}] lacks {exc.args[0]!r}") from exc

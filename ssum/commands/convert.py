@@ -12,14 +12,15 @@ from edge.inference.backends import BACKENDS
 from edge.inference.bundle import PRECISIONS, default_bundle_path
 from edge.inference.converter import PATCHING, Converter, ConverterSettings
 from edge.inference.tiling import WINDOWS
-from edge.tools.convert import convert_file, input_files
+from edge.tools.convert import convert_file, convert_stack, input_files
 from ssum.arguments import add_inputs_and_out
 
 DEFAULTS = ConverterSettings()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_inputs_and_out(parser, "TIFF/PNG files (8- or 16-bit, any size) or folders of them",
+    add_inputs_and_out(parser, "TIFF/PNG files (8- or 16-bit, any size) or folders of them "
+                               "(with --stack: z-stacks)",
                        "output folder: OUT/<stem>.tif (16-bit)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default: models/default)")
@@ -39,6 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULTS.max_pixels}; ONNX Runtime's memory grows with it)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
                         help="CPU threads (0: all)")
+    stack = parser.add_argument_group("z-stacks (docs/focus-stacks.md)")
+    stack.add_argument("--stack", action="store_true",
+                       help="each IMAGE is a z-stack (a multi-page TIFF or a folder of planes): "
+                            "fused, then converted; also writes OUT/<stem>_fused.tif and "
+                            "OUT/<stem>_height_nm.tif (float32, nm)")
+    stack.add_argument("--z-step", type=float, default=None,
+                       help="nm between planes, for stacks that do not record their heights")
+    stack.add_argument("--z-start", type=float, default=0.0,
+                       help="height of the first plane in nm (with --z-step; default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,10 +62,14 @@ def run(args: argparse.Namespace) -> int:
     with Converter.from_bundle(args.bundle or default_bundle_path(), settings) as converter:
         backend = converter.backend
         print(f"model {converter.label} on {backend.name}/{backend.precision} ({backend.device})")
-        for path in input_files(args.images):
+        for path in input_files(args.images, args.stack):
             start = time.perf_counter()
             try:
-                target, (height, width) = convert_file(converter, path, args.out)
+                if args.stack:
+                    target, (height, width) = convert_stack(converter, path, args.out,
+                                                            args.z_step, args.z_start)
+                else:
+                    target, (height, width) = convert_file(converter, path, args.out)
             except UserError as exc:
                 failures += 1
                 print(f"error: {path}: {exc}")

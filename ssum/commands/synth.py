@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       metavar=("MIN", "MAX"), help="defect sizes in nm (default 20 300)")
     scan.add_argument("--sem-tiles", action="store_true",
                       help="record SEM tiles instead of the SSUM camera's (inspection tests)")
+    scan.add_argument("--planes", type=int, default=1,
+                      help="frames per position: with 2 or more, each position is a z-stack of "
+                           "planes spanning the layout's heights (default 1)")
+    scan.add_argument("--multilayer", action="store_true",
+                      help="layers at their own heights (steps of 50-1000 nm, up to 2 um)")
 
     degrade = sub.add_parser(
         "degrade", help="test pairs from real SEM images: the SEM as reference, its optical rendering as input")
@@ -68,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         out = write_pairs(args.out, args.n, args.seed, args.size, args.pixel_size, not args.no_misalign)
         print(f"wrote {args.n} pairs to {out}/osr, {out}/sem and {out}/meta.json")
     elif args.action == "scan":
-        _check_positive(rows=args.rows, cols=args.cols, tile=args.tile, pixel_size=args.pixel_size)
+        _check_positive(rows=args.rows, cols=args.cols, tile=args.tile, pixel_size=args.pixel_size,
+                        planes=args.planes)
         if not 0 <= args.overlap < args.tile:
             raise UserError(f"--overlap must be in [0, --tile), not {args.overlap}")
         if args.stage_error < 0:
@@ -78,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
         defects = DefectParams(count=args.defects, min_size_nm=args.defect_sizes[0],
                                max_size_nm=args.defect_sizes[1]) if args.defects else None
         out = simulate_scan(args.out, args.rows, args.cols, args.tile, args.overlap, args.seed,
-                            args.pixel_size, args.stage_error, defects,
-                            "sem" if args.sem_tiles else "osr")
-        print(f"wrote {args.rows}x{args.cols} tiles to {out}/tiles, ground truth to {out}/ground_truth, "
-              f"manifest {out}/scan.json")
+                            args.pixel_size, args.stage_error, args.planes, args.multilayer,
+                            defects, "sem" if args.sem_tiles else "osr")
+        planes = f" of {args.planes} planes" if args.planes > 1 else ""
+        print(f"wrote {args.rows}x{args.cols} tiles{planes} to {out}/tiles, ground truth to "
+              f"{out}/ground_truth, manifest {out}/scan.json")
     elif args.action == "degrade":
         source_nm = args.source_pixel_size or MATCHED_PIXEL_SIZE_NM
         _check_positive(source_pixel_size=source_nm, pixel_size=args.pixel_size)

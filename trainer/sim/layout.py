@@ -31,17 +31,24 @@ class LayoutParams:
 class Layout:
     """A chip region: `material` indexes MATERIALS, `height_nm` is the z of the surface seen there
     (top of metal/via, 0 for oxide, minus the depth for the buried second layer).
-    `second_layer` is the whole buried layer, including where metal hides it."""
+    `second_layer` is the whole buried layer, including where metal hides it; `steps` is set
+    by multilayer layouts (trainer/sim/layers.py)."""
 
     material: np.ndarray
     height_nm: np.ndarray
     pixel_size_nm: float
     second_layer: np.ndarray | None = None
     materials: tuple[str, ...] = MATERIALS
+    steps: tuple[np.ndarray, ...] | None = None  # raised regions, one mask per surface step
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.material.shape  # type: ignore[return-value]
+
+    def raised_masks(self) -> tuple[np.ndarray, ...]:
+        """The regions raised above their surroundings, one per height step: each has a bright
+        SEM rim inside its edges and a shadow at its foot (default: the top layer alone)."""
+        return self.steps if self.steps is not None else (self.top_mask(),)
 
     def mask(self, name: str) -> np.ndarray:
         return self.material == self.materials.index(name)
@@ -188,6 +195,31 @@ def _trench_tone(rng: np.random.Generator, tone: str) -> bool:
     return tone == "trenches" or (tone == "random" and bool(rng.random() < 0.5))
 
 
+@dataclass(frozen=True)
+class DesignGrid:
+    """The design grid of a canvas: `cell` px per cell (the smallest feature), `cells` its
+    shape, `wmax` the widest drawn feature in cells, `n_blocks` pattern blocks per side."""
+
+    shape: tuple[int, int]
+    cell: int
+    rounding: int
+    cells: tuple[int, int]
+    wmax: int
+    n_blocks: int
+
+    @classmethod
+    def of(cls, shape: tuple[int, int], pixel_size_nm: float, p: LayoutParams) -> DesignGrid:
+        cell = grid_cell_px(p.min_feature_nm, pixel_size_nm)
+        return cls(shape, cell, min(cell, feature_px(2 * p.corner_radius_nm, pixel_size_nm)),
+                   (-(-shape[0] // cell), -(-shape[1] // cell)),
+                   max(2, int(p.max_width_nm / (cell * pixel_size_nm))),
+                   max(1, round(max(shape) * pixel_size_nm / p.block_size_nm)))
+
+    def pixels(self, cells: np.ndarray) -> np.ndarray:
+        """Cells drawn on the pixel canvas with rounded corners."""
+        return round_corners(cells_to_pixels(cells, self.cell, self.shape), self.rounding)
+
+
 def generate_layout(
     rng: np.random.Generator,
     shape: tuple[int, int],
@@ -198,27 +230,29 @@ def generate_layout(
     at least `min_feature_nm`), so every feature and every gap is at least one cell wide; then
     round the corners."""
     p = params or LayoutParams()
-    cell = grid_cell_px(p.min_feature_nm, pixel_size_nm)
-    rounding = min(cell, feature_px(2 * p.corner_radius_nm, pixel_size_nm))
-    cshape = (-(-shape[0] // cell), -(-shape[1] // cell))
-    wmax = max(2, int(p.max_width_nm / (cell * pixel_size_nm)))
-    n_blocks = max(1, round(max(shape) * pixel_size_nm / p.block_size_nm))
-    metal, via = _top_layer(rng, cshape, 1, wmax, n_blocks)
+    grid = DesignGrid.of(shape, pixel_size_nm, p)
+    metal, via = _top_layer(rng, grid.cells, 1, grid.wmax, grid.n_blocks)
     top_cells = remove_pinches(metal | via)
     if _trench_tone(rng, p.tone):
         top_cells, via = ~top_cells, np.zeros_like(via)
-    top = round_corners(cells_to_pixels(top_cells, cell, shape), rounding)
-    via_px = cells_to_pixels(via & ~metal, cell, shape).astype(bool)
+    top = grid.pixels(top_cells)
+    via_px = cells_to_pixels(via & ~metal, grid.cell, shape).astype(bool)
     material = np.full(shape, OXIDE, np.uint8)
     height = np.zeros(shape, np.float32)
     second = np.zeros(shape, bool)
     if p.second_layer:
-        poly = np.zeros(cshape, np.uint8)
-        _draw_lines(rng, poly, (0, 0, cshape[0], cshape[1]), 2, 2 * wmax)
-        second = round_corners(cells_to_pixels(remove_pinches(poly), cell, shape), rounding)
+        poly = np.zeros(grid.cells, np.uint8)
+        _draw_lines(rng, poly, (0, 0, grid.cells[0], grid.cells[1]), 2, 2 * grid.wmax)
+        second = grid.pixels(remove_pinches(poly))
         material[second] = POLY
         height[second] = -p.second_layer_depth_nm
     material[top] = METAL
     material[top & via_px] = VIA
     height[top] = p.metal_thickness_nm
     return Layout(material, height, float(pixel_size_nm), second_layer=second)
+
+
+def pattern_layer(rng: np.random.Generator, grid: DesignGrid) -> np.ndarray:
+    """One patterned layer on the pixel canvas: each block filled with one of PATTERNS."""
+    metal, via = _top_layer(rng, grid.cells, 1, grid.wmax, grid.n_blocks)
+    return grid.pixels(remove_pinches(metal | via))

@@ -27,15 +27,20 @@ class SemParams:
 
 
 def yield_map(layout: Layout, params: SemParams) -> np.ndarray:
-    """Noise-free, unblurred yield: material contrast plus the bright rim inside raised edges."""
+    """Noise-free, unblurred yield: material contrast plus, for every raised region, the bright
+    rim inside its edges and the shadow at its foot."""
     lut = np.array([params.material_yield[name] for name in MATERIALS], np.float32)
-    base = lut[layout.material]
-    top = layout.top_mask().astype(np.uint8)
+    image = lut[layout.material]
+    for raised in layout.raised_masks():
+        image = image + _rim(raised.astype(np.uint8), layout.pixel_size_nm, params)
+    return image.astype(np.float32)
+
+
+def _rim(top: np.ndarray, pixel_size_nm: float, params: SemParams) -> np.ndarray:
     inside_px = cv2.distanceTransform(top, cv2.DIST_L2, 5)
     outside_px = cv2.distanceTransform(1 - top, cv2.DIST_L2, 5)
-    decay = lambda d: np.minimum(np.exp(-(d - 0.5) * layout.pixel_size_nm / params.edge_width_nm), 1.0)
-    rim = np.where(top > 0, params.edge_gain * decay(inside_px), -params.edge_shadow * decay(outside_px))
-    return (base + rim).astype(np.float32)
+    decay = lambda d: np.minimum(np.exp(-(d - 0.5) * pixel_size_nm / params.edge_width_nm), 1.0)
+    return np.where(top > 0, params.edge_gain * decay(inside_px), -params.edge_shadow * decay(outside_px))
 
 
 def render_clean(layout: Layout, params: SemParams | None = None) -> np.ndarray:

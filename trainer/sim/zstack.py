@@ -1,0 +1,57 @@
+"""Z-stacks of SSUM planes: the rig steps the focus through the chip's height and records one
+frame per plane; between planes the stage drifts a little sideways.
+
+Each plane is the optical model's own rendering (`render_osr_clean`) with its focal plane at the
+plane's z: every layer is blurred by the defocus PSF of its distance from that plane, so a layer
+is sharp only in the planes near its height. The SEM sees every layer sharp (its depth of field
+is microns)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from trainer.sim.layout import Layout
+from trainer.sim.optics import OpticsParams, blur, optical_psf, reflectance_map, render_osr_clean
+
+
+@dataclass(frozen=True)
+class StackParams:
+    planes: int = 7
+    z_step_nm: float = 0.0  # 0: the planes span the layout's lowest to highest surface
+    drift_nm: float = 10.0  # std of the lateral drift from one plane to the next, per axis
+
+    def __post_init__(self) -> None:
+        if self.planes < 1 or self.z_step_nm < 0 or self.drift_nm < 0:
+            raise ValueError("need planes >= 1, z_step_nm >= 0 and drift_nm >= 0")
+
+
+def focus_heights(height_nm: np.ndarray, params: StackParams) -> list[float]:
+    """The planes' focal heights (nm), ascending, centred on the layout's height range."""
+    lo, hi = float(np.min(height_nm)), float(np.max(height_nm))
+    if params.planes == 1:
+        return [(lo + hi) / 2.0]
+    step = params.z_step_nm or (hi - lo) / (params.planes - 1)
+    first = (lo + hi) / 2.0 - step * (params.planes - 1) / 2.0
+    return [first + k * step for k in range(params.planes)]
+
+
+def render_planes(layout: Layout, z_nm: list[float], optics: OpticsParams) -> list[np.ndarray]:
+    """The noise-free virtual image of each plane, focused at its z."""
+    return [render_osr_clean(layout, dataclasses.replace(optics, focus_z_nm=z)) for z in z_nm]
+
+
+def render_in_focus(layout: Layout, optics: OpticsParams) -> np.ndarray:
+    """The virtual image with every layer in focus: what an ideal fusion of the stack gives."""
+    psf = optical_psf(layout.pixel_size_nm, optics)
+    return optics.background + optics.contrast * blur(reflectance_map(layout, optics), psf)
+
+
+def drift_px(rng: np.random.Generator, planes: int, drift_nm: float,
+             pixel_size_nm: float) -> np.ndarray:
+    """(planes, 2) offsets (dy, dx) in pixels: a random walk from the first plane, at 0."""
+    steps = rng.normal(0.0, drift_nm / pixel_size_nm, (planes, 2))
+    steps[0] = 0.0
+    return np.cumsum(steps, axis=0)
