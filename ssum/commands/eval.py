@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "inspection default)")
     group.add_argument("--modes", default="golden,database",
                        help="reference modes to score (default golden,database)")
+    stacks = parser.add_argument_group("z-stacks (--stacks: simulated multilayer stacks, no "
+                                       "--data; takes --seeds, --bundle)")
+    stacks.add_argument("--stacks", action="store_true",
+                        help="score focus-stack fusion before conversion: best single plane vs "
+                             "fused tile, converted, and the height map (writes OUT/stacks.json)")
+    stacks.add_argument("--planes", type=int, default=7, help="planes per stack (default 7)")
 
 
 def _pixel_size_from_meta(data: Path | None) -> float | None:
@@ -69,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         from ssum.commands.eval_inspection import run_inspection
 
         return run_inspection(args)
+    if args.stacks:
+        from ssum.commands.eval_stacks import run_stacks
+
+        return run_stacks(args)
     inp, ref = resolve_folders(args)
     pixel = args.pixel_size or _pixel_size_from_meta(args.data) or DEFAULT_PIXEL_NM
     names = [] if args.baselines.strip() in ("", "none") else args.baselines.split(",")

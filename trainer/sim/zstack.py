@@ -11,10 +11,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from trainer.sim.layers import LayerStackParams, generate_multilayer
 from trainer.sim.layout import Layout
-from trainer.sim.optics import OpticsParams, blur, optical_psf, reflectance_map, render_osr_clean
+from trainer.sim.optics import (
+    OpticsParams,
+    blur,
+    capture,
+    optical_psf,
+    reflectance_map,
+    render_osr_clean,
+)
+from trainer.sim.pairs import SimParams
+from trainer.sim.sem import render_sem
 
 
 @dataclass(frozen=True)
@@ -55,3 +66,38 @@ def drift_px(rng: np.random.Generator, planes: int, drift_nm: float,
     steps = rng.normal(0.0, drift_nm / pixel_size_nm, (planes, 2))
     steps[0] = 0.0
     return np.cumsum(steps, axis=0)
+
+
+@dataclass(frozen=True)
+class StackScene:
+    """One scan position of a multilayer chip: the camera's planes (float [0, 1]) at `z_nm`,
+    each drifted by `drift_px` (dy, dx) from the first, and the truths in the first plane's
+    frame: the SEM image, the all-in-focus virtual OSR image and the surface height (nm)."""
+
+    planes: list[np.ndarray]
+    z_nm: list[float]
+    drift_px: np.ndarray
+    sem: np.ndarray
+    osr_in_focus: np.ndarray
+    height_nm: np.ndarray
+
+
+def simulate_stack_scene(rng: np.random.Generator, size: int, params: StackParams,
+                         sim: SimParams | None = None, pixel_size_nm: float = 10.0,
+                         layers: LayerStackParams | None = None) -> StackScene:
+    """A multilayer scene seen as a z-stack through the optical model (with drift and camera
+    noise) and by the SEM."""
+    sim = sim or SimParams()
+    margin = int(np.ceil(5 * params.drift_nm * np.sqrt(params.planes) / pixel_size_nm)) + 4
+    layout = generate_multilayer(rng, (size + 2 * margin,) * 2, pixel_size_nm, layers, sim.layout)
+    z_nm = focus_heights(layout.height_nm, params)
+    drift = drift_px(rng, len(z_nm), params.drift_nm, pixel_size_nm)
+    planes = []
+    for clean, (dy, dx) in zip(render_planes(layout, z_nm, sim.optics), drift, strict=True):
+        centre = (margin + dx + (size - 1) / 2, margin + dy + (size - 1) / 2)
+        window = cv2.getRectSubPix(clean.astype(np.float32), (size, size), centre)
+        planes.append(np.clip(capture(window, rng, sim.optics), 0, 1).astype(np.float32))
+    crop = np.s_[margin:margin + size, margin:margin + size]
+    return StackScene(planes, z_nm, drift, render_sem(layout, rng, sim.sem)[crop],
+                      np.clip(render_in_focus(layout, sim.optics)[crop], 0, 1),
+                      layout.height_nm[crop].astype(np.float32))

@@ -1,0 +1,45 @@
+"""`ssum eval --stacks`: focus-stack fusion before conversion scored on simulated multilayer
+z-stacks (trainer/evaluation/stacks.py); argument parsing lives with `ssum eval`'s."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.inference.bundle import default_bundle_path
+from edge.inference.converter import Converter, ConverterSettings
+from ssum.commands.eval_inspection import parse_seeds
+from trainer.evaluation.stacks import (
+    StackEvalSettings,
+    evaluate_stacks,
+    format_table,
+    scene_for,
+    write_figure,
+)
+from trainer.sim.zstack import StackParams
+
+
+def run_stacks(args: argparse.Namespace) -> int:
+    seeds = parse_seeds(args.seeds)
+    if args.planes < 2:
+        raise UserError(f"--planes must be at least 2, not {args.planes}")
+    settings = StackEvalSettings(stack=StackParams(planes=args.planes))
+    with Converter.from_bundle(args.bundle or default_bundle_path(), ConverterSettings()) as conv:
+        def convert(image: np.ndarray) -> np.ndarray:
+            return np.clip(conv.convert(image), 0, 1)
+
+        report = evaluate_stacks(seeds, convert, settings)
+        report["bundle"] = conv.label
+        args.out.mkdir(parents=True, exist_ok=True)
+        figure = write_figure(scene_for(seeds[0], settings), convert,
+                              args.out / "stack_example.png", settings)
+    (args.out / "stacks.json").write_text(json.dumps(report, indent=1))
+    print(f"{len(seeds)} multilayer positions of {settings.size} px at "
+          f"{settings.pixel_size_nm:g} nm, {args.planes} planes each, seeds {args.seeds}, "
+          "registered to the SEM:")
+    print(format_table(report))
+    print(f"wrote {args.out / 'stacks.json'} and {figure}")
+    return 0
