@@ -5,8 +5,10 @@ threads, tiler, batch size) as the daemon builds from its config:
   backend  only `backend.infer` over the tiles' patches, batched like the daemon (the ceiling);
   daemon   a real daemon process: tiles PUSHed to its PULL socket as fast as it takes them,
            results SUBscribed from its PUB socket; tiles/s from first send to last result;
-  latency  one tile at a time through the daemon (round trip at the client) against converting
-           one tile in process: the latency the daemon adds over compute.
+  latency  one tile at a time through the daemon, as at the rig's rate (each tile sent once the
+           previous result is in): per tile, the round trip at the client split into the
+           daemon's stages (its `latency_ms` header) and the wire; the latency the daemon adds is
+           the round trip less the tile's compute (preprocess + infer + blend), p50 and p99.
 Writes bench/results/daemon_<device>.json with the machine described.
 """
 
@@ -126,11 +128,13 @@ class DaemonClient:
             raise RuntimeError(f"the daemon answered with {message.kind}: {message.header}")
         return message
 
-    def round_trip(self, scan_id: str, seq: int, tile: np.ndarray) -> float:
+    def round_trip(self, scan_id: str, seq: int, tile: np.ndarray) -> dict[str, float]:
+        """One tile's round trip (ms) and the daemon's stage times for it (ms)."""
         start = time.perf_counter()
         self.push.send_multipart(encode_tile(tile_header(scan_id, seq, tile.shape[1]), tile))
-        self.receive()
-        return time.perf_counter() - start
+        message = self.receive()
+        return {"round_trip": 1000 * (time.perf_counter() - start),
+                **message.header["latency_ms"]}
 
     def stream(self, scan_id: str, tiles: list[np.ndarray]) -> float:
         """Seconds from the first tile sent to the last result received."""
@@ -178,8 +182,24 @@ def bench_daemon(config: Path, ports: dict[str, int], tiles: list[np.ndarray],
             client.close()
             stop_daemon(daemon)
             notify.close()
-    return {"tiles_per_s": len(tiles) / elapsed, "seconds": elapsed,
-            "round_trip_ms": [1000 * t for t in round_trips]}
+    return {"tiles_per_s": len(tiles) / elapsed, "seconds": elapsed, "round_trips": round_trips}
+
+
+COMPUTE_STAGES = ("preprocess", "infer", "blend")
+
+
+def latency_breakdown(round_trips: list[dict[str, float]]) -> dict[str, Any]:
+    """p50/p99 (ms) of each stage, of the wire (round trip less the daemon's total) and of the
+    added latency (round trip less compute), over tiles sent one at a time."""
+    def percentiles(values: list[float]) -> dict[str, float]:
+        return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)),
+                "max": float(np.max(values))}
+
+    columns = {key: [t[key] for t in round_trips] for key in round_trips[0]}
+    columns["compute"] = [sum(t[k] for k in COMPUTE_STAGES) for t in round_trips]
+    columns["wire"] = [t["round_trip"] - t["total"] for t in round_trips]
+    columns["added"] = [t["round_trip"] - c for t, c in zip(round_trips, columns["compute"])]
+    return {key: percentiles(values) for key, values in columns.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--tiles", type=int, default=12, help="tiles per throughput pass")
     parser.add_argument("--tile", type=int, default=512, help="tile size in px")
-    parser.add_argument("--latency-tiles", type=int, default=5)
+    parser.add_argument("--latency-tiles", type=int, default=40,
+                        help="tiles sent one at a time for the latency breakdown")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--window", default="hann")
@@ -205,11 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         labels = engine.model_info
         backend = bench_backend(engine, tiles, args.max_batch)
         compute_ms = [1000 * convert_in_process(engine, tiles[i % len(tiles)], args.max_batch)
-                      for i in range(args.latency_tiles)]
+                      for i in range(min(args.latency_tiles, 5))]
         engine.backend.close()
         daemon = bench_daemon(config, ports, tiles, args.latency_tiles)
 
-    added_ms = float(np.median(daemon["round_trip_ms"]) - np.median(compute_ms))
+    latency = latency_breakdown(daemon["round_trips"])
+    added_ms = latency["added"]
     result = {
         "benchmark": "daemon_vs_backend", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench (python bench/run.py " + " ".join(argv or sys.argv[1:]) + ")",
@@ -221,9 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_daemon_to_backend": daemon["tiles_per_s"] / backend["tiles_per_s"],
         "target_ratio": 0.95,
         "in_process_tile_ms_median": float(np.median(compute_ms)),
-        "daemon_round_trip_ms_median": float(np.median(daemon["round_trip_ms"])),
-        "daemon_added_latency_ms": added_ms,
-        "daemon_round_trip_ms": daemon["round_trip_ms"], "in_process_tile_ms": compute_ms,
+        "latency_ms": latency, "daemon_added_latency_ms": added_ms, "target_added_p99_ms": 5.0,
+        "round_trips_ms": daemon["round_trips"], "in_process_tile_ms": compute_ms,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -231,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({result['patches_per_tile']:.0f} patches of the bundle's size per {args.tile} px tile)")
     print(f"daemon e2e    : {result['daemon_tiles_per_s']:.3f} tiles/s "
           f"(ratio {result['ratio_daemon_to_backend']:.3f}, target >= 0.95)")
-    print(f"latency       : {result['daemon_round_trip_ms_median']:.0f} ms round trip vs "
-          f"{result['in_process_tile_ms_median']:.0f} ms in process "
-          f"(daemon adds {added_ms:.0f} ms)")
+    print(f"latency, {args.latency_tiles} tiles one at a time (ms)   p50      p99")
+    for key in ("round_trip", "compute", *COMPUTE_STAGES, "queue", "publish", "wire", "added"):
+        print(f"  {key:<12} {latency[key]['p50']:9.2f} {latency[key]['p99']:9.2f}")
+    print(f"  in process   {result['in_process_tile_ms_median']:9.2f}  (convert one tile, median)")
+    print(f"daemon adds {added_ms['p50']:.1f} ms p50, {added_ms['p99']:.1f} ms p99 over compute "
+          "(target p99 <= 5 ms)")
     print(f"wrote {args.out}")
     return 0
 

@@ -6,7 +6,14 @@ import time
 
 import numpy as np
 import pytest
-from helpers import FAKE_LABEL, ListSink, assert_accounted, fake_converter, fake_offline
+from helpers import (
+    FAKE_LABEL,
+    ListSink,
+    assert_accounted,
+    fake_converter,
+    fake_offline,
+    wait_for,
+)
 
 from edge.inference.converter import Converter
 from edge.protocol import ErrorCode, encode_scan_end, encode_tile
@@ -276,3 +283,16 @@ def test_tiles_of_different_sizes_never_share_a_batch():
                               max_delay_ms=500)
     assert [m.image.shape for m in sink.kinds("sem")] == shapes
     assert converter.backend.batch_sizes == [2, 2, 1]
+
+
+def test_a_tile_that_comes_alone_does_not_wait_for_a_batch_to_fill():
+    """At the rig's rate nothing else is on its way: the batcher's deadline would only add
+    latency, so a lone tile runs at once however long `max_delay_ms` is."""
+    converter = fake_converter(32, max_batch=64)
+    sink, metrics = ListSink(), EdgeMetrics()
+    pipeline = Pipeline(converter, lambda: sink, metrics, PipelineSettings(max_delay_ms=600_000))
+    pipeline.start()
+    pipeline.submit(tile_frames("s", 0, images(1, shape=(32, 32))[0]))
+    wait_for(lambda: sink.kinds("sem"), 30, "the lone tile")
+    assert converter.backend.batch_sizes == [1]
+    pipeline.close()

@@ -157,8 +157,9 @@ class BatchingConfig:
                          "Patches per inference call. Patches of consecutive tiles share a batch.")
     max_delay_ms: float = key(QUEUING.max_delay_ms, check.nonneg_number,
                               "The longest the batcher waits for more patches before running a "
-                              "partial batch. Larger = fuller batches (throughput) at the cost of "
-                              "latency when the input is sparse.", normalise=float)
+                              "partial batch, and only while another tile is queued or being "
+                              "prepared: a tile that arrives alone (at the rig's rate) runs at "
+                              "once. Larger = fuller batches under load.", normalise=float)
 
 
 @dataclass(frozen=True)

@@ -406,22 +406,30 @@ class Pipeline:
                 item = self.decode_q.get(_POLL_S)
             except queue.Empty:
                 if self._given_up():
-                    item = STOP
-                else:
-                    continue
-            if item is STOP:
-                self._forward(self.patches_q, STOP)
-                return
-            if self._abort.is_set():
-                self._drop(item, "shutdown")
+                    self._forward(self.patches_q, STOP)
+                    return
                 continue
-            item.index = next_index
-            next_index += 1
-            if isinstance(item, ScanEndJob):
-                self.publish_q.put((item.index, item))
-                continue
+            try:
+                if item is STOP:
+                    self._forward(self.patches_q, STOP)
+                    return
+                next_index += self._intake(item, next_index)
+            finally:
+                self.decode_q.done()
+
+    def _intake(self, item: TileJob | ScanEndJob, index: int) -> int:
+        """Prepare a tile (or pass a scan-end on) in arrival order; returns 1 when `index`
+        was used, 0 when the item was dropped."""
+        if self._abort.is_set():
+            self._drop(item, "shutdown")
+            return 0
+        item.index = index
+        if isinstance(item, ScanEndJob):
+            self.publish_q.put((item.index, item))
+        else:
             self._prepare(item)
             self._forward(self.blend_q if item.error else self.patches_q, item)
+        return 1
 
     def _prepare(self, job: TileJob) -> None:
         job.times["pre_start"] = time.monotonic()
@@ -478,7 +486,7 @@ class Pipeline:
                         deadline = time.monotonic() + self.settings.max_delay_ms / 1000
                     continue
                 timeout = _POLL_S if not batch else deadline - time.monotonic()
-                if batch and timeout <= 0:
+                if batch and (timeout <= 0 or not self._more_coming()):
                     break
                 try:
                     item = self.patches_q.get(timeout=timeout)
@@ -492,9 +500,9 @@ class Pipeline:
                 if self._abort.is_set():
                     self._drop(item, "shutdown")
                     continue
-                item.times["infer_start"] = time.monotonic()
                 if len(_patches(item)) == 0:
-                    item.error, item.times["infer_end"] = "no patches", time.monotonic()
+                    item.times["infer_start"] = item.times["infer_end"] = time.monotonic()
+                    item.error = "no patches"
                     self._forward(self.blend_q, item)
                     continue
                 current = item
@@ -503,6 +511,12 @@ class Pipeline:
             if batch:
                 self._run_batch(batch)
         self._forward(self.blend_q, STOP)
+
+    def _more_coming(self) -> bool:
+        """Whether another tile may join the batch being formed: one is queued for or in
+        preprocessing, or queued for inference. Without one, waiting for `max_delay_ms` would
+        only delay this batch (tiles at the rig's rate)."""
+        return self.decode_q.pending() > 0 or self.patches_q.qsize() > 0
 
     @staticmethod
     def _batches_with(first: TileJob, other: TileJob) -> bool:
@@ -515,6 +529,9 @@ class Pipeline:
         model = jobs[0].converter
         assert model is not None
         inputs = np.empty(0)
+        started = time.monotonic()
+        for job in jobs:  # the wait for a batch to fill counts as queueing, not inference
+            job.times.setdefault("infer_start", started)
         try:
             inputs = np.concatenate([_patches(job)[a:b] for job, a, b in batch])
             outputs = np.asarray(model.backend.infer(inputs))

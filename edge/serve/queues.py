@@ -19,15 +19,27 @@ STOP = _Stop()
 
 
 class DecodeQueue:
-    """A bounded FIFO whose put either blocks or drops the oldest waiting item."""
+    """A bounded FIFO whose put either blocks or drops the oldest waiting item. An item taken
+    stays `pending` until its taker calls `done()`: the batcher asks whether a tile is on its
+    way without a gap between the queue and the stage that holds it."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: collections.deque[Any] = collections.deque()
         self._cond = threading.Condition()
+        self._taken = 0
 
     def qsize(self) -> int:
         return len(self._items)
+
+    def pending(self) -> int:
+        """Items waiting, plus those taken and not yet `done()`."""
+        with self._cond:
+            return len(self._items) + self._taken
+
+    def done(self) -> None:
+        with self._cond:
+            self._taken -= 1
 
     def put_blocking(self, item: Any, give_up: Callable[[], bool]) -> bool:
         """Wait for room; False when `give_up()` became true first."""
@@ -60,5 +72,6 @@ class DecodeQueue:
             if not self._items:
                 raise queue.Empty
             item = self._items.popleft()
+            self._taken += 1
             self._cond.notify_all()
             return item
