@@ -22,6 +22,7 @@ from edge.inference.backends import BACKENDS, Backend, load_backend
 from edge.inference.backends.base import BoundedBackend
 from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.inference.bundle import PRECISIONS, Bundle, load_bundle, sha256_file
+from edge.inference.memory import return_freed_memory
 from edge.inference.preprocess import PreprocessParams, preprocess, reach
 from edge.inference.streaming import ReadRows, convert_rows
 from edge.inference.tiling import WINDOWS, Tiler, TilerLike, convert_image
@@ -143,7 +144,9 @@ class Converter:
         return seconds
 
     def close(self) -> None:
+        """Release the backend and give its memory back (a daemon swaps models for weeks)."""
         self.backend.close()
+        return_freed_memory()
 
     def __enter__(self) -> Self:
         return self

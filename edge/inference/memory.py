@@ -8,6 +8,9 @@ Runtime uses about three times as much on the CPU), so a configuration it refuse
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 from pathlib import Path
 
@@ -59,3 +62,17 @@ def physical_bytes() -> int:
 
 def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def return_freed_memory() -> bool:
+    """Hand the heap pages freed by a closed model back to the system (glibc's malloc_trim,
+    every arena): without it the allocator keeps them for later and the process's resident
+    memory stays at its peak across model versions. False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    gc.collect()  # the model's last references may sit in a reference cycle
+    return bool(trim(0))

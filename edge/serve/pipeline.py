@@ -244,7 +244,7 @@ class Pipeline:
             if not idle and close_old:
                 self._retired[id(old)] = old
         if idle and close_old and old is not converter:
-            old.close()
+            self._retire(old)
         return old
 
     def _claim(self) -> Converter:
@@ -263,8 +263,12 @@ class Pipeline:
                 del self._users[key]
                 retired = self._retired.pop(key, None)
         if retired is not None:
-            retired.close()
-            log.info("closed model %s: its last tile is out", retired.label)
+            self._retire(retired)
+
+    @staticmethod
+    def _retire(old: Converter) -> None:
+        old.close()
+        log.info("closed model %s (its tiles are out)", old.label)
 
     # ----------------------------------------------------------------- intake
     def submit(self, frames: list[Any], t_recv: float | None = None) -> None:
