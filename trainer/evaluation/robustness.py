@@ -32,6 +32,7 @@ from trainer.evaluation.harness import (
 from trainer.sim.domain import resolution_for_fwhm, reversed_table
 from trainer.sim.optics import OpticsParams
 from trainer.sim.pairs import make_pair
+from trainer.sim.params import MisalignParams
 
 log = logging.getLogger(__name__)
 
@@ -68,30 +69,46 @@ def _fwhm(nm: float) -> Level:
     return Level(f"{nm:g} nm", {"resolution_nm": resolution_for_fwhm(nm)})
 
 
+def _photons(electrons: float) -> Level:
+    return Level(f"{electrons:g} e", {"full_well_e": electrons})
+
+
+def _falloff_label(falloff: float, offset: float) -> str:
+    return f"radial {falloff:g}, off-centre {offset:g}"
+
+
+def _pixel(nm: float) -> Level:
+    return Level(f"{nm:g} nm", {"native_pixel_nm": nm})
+
+
+def _misregistration_label(shift_px: float, rotation_deg: float, scale: float) -> str:
+    return f"{shift_px:g} px, {rotation_deg:g} deg, {100 * scale:g} %"
+
+
 def _misregistration(shift_px: float, rotation_deg: float, scale: float) -> Level:
-    return Level(f"{shift_px:g} px, {rotation_deg:g} deg, {100 * scale:g} %",
+    return Level(_misregistration_label(shift_px, rotation_deg, scale),
                  {"max_shift_px": shift_px, "max_rotation_deg": rotation_deg, "max_scale": scale})
 
 
-_NARROW = OpticsParams()
+# the grid centre's levels are labelled with the narrow domain's own values
+_NARROW, _ALIGN = OpticsParams(), MisalignParams()
 FACTORS: tuple[Factor, ...] = (
     Factor("fwhm", "PSF FWHM", (_fwhm(60.0), Level(f"{_NARROW.fwhm_nm:.1f} nm"), _fwhm(90.0),
                                 _fwhm(120.0), _fwhm(150.0))),
     Factor("photons", "photo-electrons at full scale (camera noise)", (
-        Level("100 e", {"full_well_e": 100.0}), Level("300 e", {"full_well_e": 300.0}),
-        Level("1000 e"), Level("3000 e", {"full_well_e": 3000.0}))),
+        _photons(100.0), _photons(300.0), Level(f"{_NARROW.full_well_e:g} e"), _photons(3000.0))),
     Factor("falloff", "illumination fall-off", (
         Level("none", {"falloff": 0.0, "max_field_offset": 0.0}),
-        Level("radial 0.3, off-centre 0.2"),
-        Level("radial 0.6, off-centre 0.5", {"falloff": 0.6, "max_field_offset": 0.5}),
+        Level(_falloff_label(_NARROW.falloff, _ALIGN.max_field_offset)),
+        Level(_falloff_label(0.6, 0.5), {"falloff": 0.6, "max_field_offset": 0.5}),
         Level("+ tilt 0.3, vignetting 0.4", {"tilt": 0.3, "vignetting": 0.4}))),
     Factor("contrast", "material contrast table", (
         Level("normal"), Level("reversed", {"reflectance": reversed_table(_NARROW.reflectance)}))),
     Factor("pixel_size", "microscope pixel size (resampled to the model's)", (
-        Level("7 nm", {"native_pixel_nm": 7.0}), Level("10 nm"),
-        Level("12.5 nm", {"native_pixel_nm": 12.5}), Level("15 nm", {"native_pixel_nm": 15.0}))),
+        _pixel(7.0), Level("the model's"), _pixel(12.5), _pixel(15.0))),
     Factor("misregistration", "misregistration (largest shift, rotation, scale)", (
-        _misregistration(0.0, 0.0, 0.0), Level("2 px, 0.5 deg, 1 %"),
+        _misregistration(0.0, 0.0, 0.0),
+        Level(_misregistration_label(_ALIGN.max_shift_px, _ALIGN.max_rotation_deg, _ALIGN.max_scale)),
         _misregistration(4.0, 1.0, 0.02), _misregistration(8.0, 2.0, 0.04))),
     Factor("aberration", "pupil aberrations", (
         Level("none"), Level("spherical 0.3 waves", {"spherical_waves": 0.3}),

@@ -29,14 +29,9 @@ MARGIN_PX = 16
 N_STREAMS = 5
 
 
-def misregistration(rng: np.random.Generator, size: int, params: MisalignParams) -> dict[str, Any]:
-    """Random shift, rotation and scale about the image centre; `matrix` maps SEM pixel
-    coordinates (x, y) to where that point appears in the OSR image."""
-    return misregistration_record(size, *_motion(rng, params))
-
-
 def _motion(rng: np.random.Generator, params: MisalignParams) -> tuple[float, float, float, float]:
-    """(dx, dy, rotation_deg, scale) drawn from the misregistration's ranges."""
+    """(dx, dy, rotation_deg, scale): a random shift, rotation and scale about the image
+    centre, drawn from the misregistration's ranges."""
     dx, dy = rng.uniform(-params.max_shift_px, params.max_shift_px, 2)
     angle = rng.uniform(-params.max_rotation_deg, params.max_rotation_deg)
     scale = 1.0 + rng.uniform(-params.max_scale, params.max_scale)
@@ -44,6 +39,8 @@ def _motion(rng: np.random.Generator, params: MisalignParams) -> tuple[float, fl
 
 
 def misregistration_record(size: int, dx: float, dy: float, angle: float, scale: float) -> dict[str, Any]:
+    """The motion as recorded: `matrix` maps SEM pixel coordinates (x, y) to where that point
+    appears in the OSR image."""
     centre = ((size - 1) / 2.0, (size - 1) / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, angle, scale)
     matrix[:, 2] += np.array([dx, dy])
