@@ -61,6 +61,8 @@ class TrainConfig:
             raise UserError(f"--paired-loss must be one of {PAIRED_LOSSES}")
         if self.crop < 16 or self.crop % 4:
             raise UserError(f"--crop must be a multiple of 4 and at least 16, got {self.crop}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be positive, not {self.lr:g}")
         for name in ("epochs", "batch_size", "gen_maps", "gen_blocks", "val_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1")

@@ -39,6 +39,7 @@ from trainer.losses import ImagePool
 from trainer.models import build_discriminator, build_generator, init_weights
 from trainer.presets import TrainConfig
 from trainer.steps import cyclegan_step, pix2pix_step
+from trainer.warm_start import load_initial_weights
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,12 @@ def _psnr(pred: np.ndarray, ref: np.ndarray) -> float:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path,
-                 device: str = "cpu", register: bool = False, command: str = "") -> None:
+                 device: str = "cpu", register: bool = False, command: str = "",
+                 init: str | Path | None = None) -> None:
         self.cfg, self.out = cfg.validated(), Path(out_dir)
         self.data_dir, self.command = Path(data_dir), command
+        self.init_source = None if init is None else Path(init)
+        self.init_record: dict[str, Any] = {}
         self.info = distributed.setup(device)
         if device == "cuda":
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -139,7 +143,7 @@ class Trainer:
                          "epochs": self.epoch, "steps": self.step,
                          "duration_s": round(self.duration_s, 1),
                          "train_pairs": len(self.dataset), "val_pairs": len(self.val_pairs.names),
-                         "world_size": self.info.world_size},
+                         "world_size": self.info.world_size, "init": self.init_record},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -153,6 +157,7 @@ class Trainer:
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.evaluation = state.get("evaluation", {})
         self.duration_s = float(state["training"]["duration_s"])
+        self.init_record = state["training"].get("init", {})
         _set_rng_state(state["rng"])
 
     def save(self, name: str) -> Path:
@@ -178,9 +183,17 @@ class Trainer:
         return True
 
     # -- loop ----------------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Load the initial weights (--init) into the networks, before the first epoch."""
+        if self.init_source is not None:
+            self.init_record = load_initial_weights(self.init_source, self.raw, self.cfg,
+                                                    self.dataset.pairs.osr)
+
     def run(self, resume: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
-        if not (resume and self.resume()) and (self.checkpoint_dir / "last.pt").exists():
-            raise UserError(f"{self.out} already holds a run; pass --resume or choose a new --out")
+        if not (resume and self.resume()):
+            if (self.checkpoint_dir / "last.pt").exists():
+                raise UserError(f"{self.out} already holds a run; pass --resume or choose a new --out")
+            self.initialize()
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
@@ -276,9 +289,10 @@ class Trainer:
 
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, device: str = "cpu",
           resume: bool = False, register: bool = False, command: str = "",
-          stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train and return a summary; stop_after_epoch ends the run early (as an interruption)."""
-    trainer = Trainer(cfg, data_dir, out_dir, device, register, command)
+          stop_after_epoch: int | None = None, init: str | Path | None = None) -> dict[str, Any]:
+    """Train and return a summary; stop_after_epoch ends the run early (as an interruption);
+    init: a bundle or checkpoint to start from (trainer/warm_start.py)."""
+    trainer = Trainer(cfg, data_dir, out_dir, device, register, command, init)
     try:
         return trainer.run(resume, stop_after_epoch)
     finally:
@@ -292,5 +306,5 @@ def data_origin(data_dir: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         return {"source": "user images"}
-    keys = ("format", "seed", "n", "size", "pixel_size_nm", "misalign")
+    keys = ("format", "seed", "n", "size", "pixel_size_nm", "misalign", "domain")
     return {"source": "ssum synth pairs", **{k: meta[k] for k in keys if k in meta}}

@@ -10,8 +10,13 @@ from edge.errors import UserError
 from edge.inspection.settings import InspectionSettings
 from trainer.evaluation.harness import evaluate_sets
 from trainer.evaluation.report import format_table, summary_rows
+from trainer.evaluation.robustness import FACTOR_NAMES, RobustnessSettings
 
 DEFAULT_PIXEL_NM = 10.0
+INSPECTION_SEEDS = "200-223"
+STACK_SEEDS = "300-311"
+ROBUSTNESS_SEEDS = ",".join(str(s) for s in RobustnessSettings().seeds)
+ROBUSTNESS_SIZE = RobustnessSettings().size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--inspection", action="store_true",
                        help="score defect inspection on simulated cases with injected defects: "
                             "raw OSR vs converted vs SEM (writes OUT/inspection.json)")
-    group.add_argument("--seeds", default="200-223",
-                       help="case seeds, e.g. 200-223 or 200,205 (default 200-223, held out)")
+    group.add_argument("--seeds", default=None,
+                       help=f"case seeds, e.g. 200-223 or 200,205 (default {INSPECTION_SEEDS}, "
+                            f"held out; with --robustness: pair seeds, default {ROBUSTNESS_SEEDS}; "
+                            f"with --stacks: scene seeds, default {STACK_SEEDS})")
     group.add_argument("--bundle", type=Path, help="model bundle (default: models/default)")
     group.add_argument("--rates", default=f"{InspectionSettings().false_alarm_rate:g}",
                        help="comma-separated false-alarm rates to score (default: the "
@@ -47,6 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score focus-stack fusion before conversion: best single plane vs "
                              "fused tile, converted, and the height map (writes OUT/stacks.json)")
     stacks.add_argument("--planes", type=int, default=7, help="planes per stack (default 7)")
+    robust = parser.add_argument_group(
+        "robustness (--robustness: simulated pairs over a grid of microscope conditions, no --data)")
+    robust.add_argument("--robustness", action="store_true",
+                        help="score the bundle (--bundle) on fresh simulated pairs (--seeds), one "
+                             "factor varied at a time around the narrow domain (writes "
+                             "OUT/robustness.json, .md and .png)")
+    robust.add_argument("--size", type=int, default=None,
+                        help=f"pair side in px (default {ROBUSTNESS_SIZE})")
+    robust.add_argument("--factors", default=None,
+                        help=f"comma-separated subset of {','.join(FACTOR_NAMES)} (default all)")
 
 
 def _pixel_size_from_meta(data: Path | None) -> float | None:
@@ -71,14 +88,20 @@ def resolve_folders(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.inspection and args.robustness:
+        raise UserError("--inspection and --robustness are separate runs: give one")
     if args.inspection:
         from ssum.commands.eval_inspection import run_inspection
 
-        return run_inspection(args)
+        return run_inspection(args, args.seeds or INSPECTION_SEEDS)
     if args.stacks:
         from ssum.commands.eval_stacks import run_stacks
 
-        return run_stacks(args)
+        return run_stacks(args, args.seeds or STACK_SEEDS)
+    if args.robustness:
+        from ssum.commands.eval_robustness import run_robustness
+
+        return run_robustness(args)
     inp, ref = resolve_folders(args)
     pixel = args.pixel_size or _pixel_size_from_meta(args.data) or DEFAULT_PIXEL_NM
     names = [] if args.baselines.strip() in ("", "none") else args.baselines.split(",")

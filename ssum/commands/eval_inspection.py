@@ -29,8 +29,8 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_inspection(args: argparse.Namespace) -> int:
-    seeds = parse_seeds(args.seeds)
+def run_inspection(args: argparse.Namespace, seeds_text: str) -> int:
+    seeds = parse_seeds(seeds_text)
     try:
         rates = [float(r) for r in args.rates.split(",")]
     except ValueError as exc:
@@ -45,7 +45,7 @@ def run_inspection(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inspection.json").write_text(json.dumps(report, indent=1))
     for rate in rates:
-        print(f"{len(seeds)} tiles of 512 px at 10 nm, seeds {args.seeds}, false-alarm rate {rate:g}:")
+        print(f"{len(seeds)} tiles of 512 px at 10 nm, seeds {seeds_text}, false-alarm rate {rate:g}:")
         print(format_table(report, rate))
     print(f"wrote {args.out / 'inspection.json'}")
     return 0

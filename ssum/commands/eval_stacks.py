@@ -22,8 +22,8 @@ from trainer.evaluation.stacks import (
 from trainer.sim.zstack import StackParams
 
 
-def run_stacks(args: argparse.Namespace) -> int:
-    seeds = parse_seeds(args.seeds)
+def run_stacks(args: argparse.Namespace, seed_text: str) -> int:
+    seeds = parse_seeds(seed_text)
     if args.planes < 2:
         raise UserError(f"--planes must be at least 2, not {args.planes}")
     settings = StackEvalSettings(stack=StackParams(planes=args.planes))
@@ -38,7 +38,7 @@ def run_stacks(args: argparse.Namespace) -> int:
                               args.out / "stack_example.png", settings)
     (args.out / "stacks.json").write_text(json.dumps(report, indent=1))
     print(f"{len(seeds)} multilayer positions of {settings.size} px at "
-          f"{settings.pixel_size_nm:g} nm, {args.planes} planes each, seeds {args.seeds}, "
+          f"{settings.pixel_size_nm:g} nm, {args.planes} planes each, seeds {seed_text}, "
           "registered to the SEM:")
     print(format_table(report))
     print(f"wrote {args.out / 'stacks.json'} and {figure}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from edge.errors import UserError
 from trainer.sim.compare import DEFAULT_REAL_DIR, MATCHED_PIXEL_SIZE_NM, compare_real, format_table
 from trainer.sim.defects import DefectParams
+from trainer.sim.domain import DOMAINS
 from trainer.sim.pairs import write_degraded_pairs, write_pairs
 from trainer.sim.scan import simulate_scan
 
@@ -22,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pairs.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
     pairs.add_argument("--pixel-size", type=float, default=10.0, help="nm per pixel (default 10)")
     pairs.add_argument("--no-misalign", action="store_true", help="perfectly registered pairs")
+    pairs.add_argument("--domain", choices=DOMAINS, default="narrow",
+                       help="narrow: every pair with the default microscope (the shipped model's "
+                            "data); randomized: each pair draws its optics, illumination, noise, "
+                            "contrast, pixel size and SEM (docs/simulator.md; default narrow)")
 
     scan = sub.add_parser("scan", help="write a simulated scan recording (tiles + ground truth)")
     scan.add_argument("--out", type=Path, required=True, help="output scan directory")
@@ -70,8 +75,9 @@ def _check_positive(**values: float) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "pairs":
         _check_positive(n=args.n, size=args.size, pixel_size=args.pixel_size)
-        out = write_pairs(args.out, args.n, args.seed, args.size, args.pixel_size, not args.no_misalign)
-        print(f"wrote {args.n} pairs to {out}/osr, {out}/sem and {out}/meta.json")
+        out = write_pairs(args.out, args.n, args.seed, args.size, args.pixel_size,
+                          not args.no_misalign, args.domain)
+        print(f"wrote {args.n} pairs ({args.domain} domain) to {out}/osr, {out}/sem and {out}/meta.json")
     elif args.action == "scan":
         _check_positive(rows=args.rows, cols=args.cols, tile=args.tile, pixel_size=args.pixel_size,
                         planes=args.planes)

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="register each OSR image to its SEM image before training")
     parser.add_argument("--resume", action="store_true",
                         help="continue from RUN/checkpoints/last.pt when it exists")
+    parser.add_argument("--init", default=None, metavar="BUNDLE|CHECKPOINT",
+                        help="start from these weights: a bundle folder (its OSR->SEM generator) "
+                             "or a training checkpoint (every network it has); fresh optimisers "
+                             "and schedule (fine-tuning: docs/training.md)")
+    parser.add_argument("--lr", type=float, help="override the preset's learning rate (Adam)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--seed", type=int, help="seeds weights, data order, augmentation")
     parser.add_argument("--threads", type=int, help="torch CPU threads per process")
@@ -49,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = preset(args.preset, model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                  crop=args.crop, paired_loss=args.paired_loss, lambda_paired=args.lambda_paired,
                  shift_px=args.shift_px, pixel_size_nm=pixel_size, val_every=args.val_every,
-                 val_fraction=args.val_fraction, seed=args.seed)
+                 val_fraction=args.val_fraction, seed=args.seed, lr=args.lr)
     command = "ssum train " + shlex.join(sys.argv[2:]) if len(sys.argv) > 2 else "ssum train"
-    summary = train(cfg, args.data, args.out, args.device, args.resume, args.register, command)
+    summary = train(cfg, args.data, args.out, args.device, args.resume, args.register, command,
+                    init=args.init)
     if os.environ.get("RANK", "0") == "0":
         print(f"trained {summary['epoch']} epochs ({summary['step']} steps); "
               f"best checkpoint {summary['checkpoint']}; validation {summary['evaluation']}")

@@ -3,10 +3,9 @@ misregistration that manual alignment leaves between them."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,52 +15,32 @@ import numpy as np
 from edge.errors import UserError
 from edge.imaging.imageio import list_images, read_image, write_tiff16
 from edge.imaging.resample import rescale_to_pixel_size
-from trainer.sim.layout import LayoutParams, generate_layout
+from trainer.sim.domain import DomainRanges, contrast_table, domain_params
+from trainer.sim.layout import generate_layout
 from trainer.sim.optics import OpticsParams, capture, degrade_sem_to_osr, render_osr_clean
-from trainer.sim.sem import SemParams, render_sem
+from trainer.sim.params import MisalignParams, SimParams, apply_overrides
+from trainer.sim.sem import render_sem
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MARGIN_PX = 16
+# a pair's seed spawns independent streams, in this order: layout, SEM noise, misregistration,
+# camera noise, and the randomized domain's draw
+N_STREAMS = 5
 
 
-@dataclass(frozen=True)
-class MisalignParams:
-    max_shift_px: float = 2.0  # uniform in [-max, max] per axis
-    max_rotation_deg: float = 0.5
-    max_scale: float = 0.01  # scale drawn uniformly in [1 - max, 1 + max]
-    max_field_offset: float = 0.2  # microsphere field centre offset, fraction of the half frame
-
-
-@dataclass(frozen=True)
-class SimParams:
-    layout: LayoutParams = field(default_factory=LayoutParams)
-    sem: SemParams = field(default_factory=SemParams)
-    optics: OpticsParams = field(default_factory=OpticsParams)
-    misalign: MisalignParams = field(default_factory=MisalignParams)
-
-
-def apply_overrides(params: SimParams, overrides: dict[str, Any]) -> SimParams:
-    """Replace fields by name (e.g. resolution_nm=100, tone="lines") in whichever group has them."""
-    groups = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
-    for key, value in overrides.items():
-        owner = [g for g, obj in groups.items() if key in {f.name for f in dataclasses.fields(obj)}]
-        if not owner:
-            raise UserError(f"unknown simulation parameter {key!r}")
-        groups[owner[0]] = dataclasses.replace(groups[owner[0]], **{key: value})
-    return SimParams(**groups)
-
-
-def misregistration(rng: np.random.Generator, size: int, params: MisalignParams) -> dict[str, Any]:
-    """Random shift, rotation and scale about the image centre; `matrix` maps SEM pixel
-    coordinates (x, y) to where that point appears in the OSR image."""
+def _motion(rng: np.random.Generator, params: MisalignParams) -> tuple[float, float, float, float]:
+    """(dx, dy, rotation_deg, scale): a random shift, rotation and scale about the image
+    centre, drawn from the misregistration's ranges."""
     dx, dy = rng.uniform(-params.max_shift_px, params.max_shift_px, 2)
     angle = rng.uniform(-params.max_rotation_deg, params.max_rotation_deg)
     scale = 1.0 + rng.uniform(-params.max_scale, params.max_scale)
-    return misregistration_record(size, float(dx), float(dy), float(angle), float(scale))
+    return float(dx), float(dy), float(angle), float(scale)
 
 
 def misregistration_record(size: int, dx: float, dy: float, angle: float, scale: float) -> dict[str, Any]:
+    """The motion as recorded: `matrix` maps SEM pixel coordinates (x, y) to where that point
+    appears in the OSR image."""
     centre = ((size - 1) / 2.0, (size - 1) / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, angle, scale)
     matrix[:, 2] += np.array([dx, dy])
@@ -78,38 +57,65 @@ def _warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(image, matrix, image.shape[::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
 
 
+def native_grid(size: int, pixel_size_nm: float, native_pixel_nm: float | None) -> tuple[int, float]:
+    """(side in native pixels, native pixel size): the native pixel is adjusted so that the
+    native frame resamples to exactly `size` output pixels."""
+    if native_pixel_nm is None:
+        return size, pixel_size_nm
+    if native_pixel_nm <= 0:
+        raise UserError(f"native pixel size must be positive, not {native_pixel_nm}")
+    side = max(1, round(size * pixel_size_nm / native_pixel_nm))
+    return side, size * pixel_size_nm / side
+
+
+def pair_streams(seed: int) -> list[np.random.Generator]:
+    """The pair's independent random streams (see N_STREAMS)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(N_STREAMS)]
+
+
 def make_pair(
-    seed: int, size: int = 512, pixel_size_nm: float = 10.0, misalign: bool = True, **overrides: Any
+    seed: int, size: int = 512, pixel_size_nm: float = 10.0, misalign: bool = True,
+    params: SimParams | None = None, **overrides: Any
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """One (osr, sem, meta): float32 [0, 1], same shape; `meta` records every parameter."""
-    params = apply_overrides(SimParams(), overrides)
-    layout_rng, sem_rng, align_rng, camera_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
-    )
-    full = size + 2 * MARGIN_PX
-    layout = generate_layout(layout_rng, (full, full), pixel_size_nm, params.layout)
+    """One (osr, sem, meta): float32 [0, 1], same shape; `meta` records every parameter.
+
+    `params` (default: the narrow domain's) with `overrides` applied by field name. With a
+    native pixel size (params.sampling), the pair is rendered at it and both images are
+    resampled to `pixel_size_nm`; the misregistration is in output pixels."""
+    params = apply_overrides(params or SimParams(), overrides)
+    layout_rng, sem_rng, align_rng, camera_rng, _ = pair_streams(seed)
+    side, native_nm = native_grid(size, pixel_size_nm, params.sampling.native_pixel_nm)
+    full = side + 2 * MARGIN_PX
+    layout = generate_layout(layout_rng, (full, full), native_nm, params.layout)
     sem = render_sem(layout, sem_rng, params.sem)
     clean = render_osr_clean(layout, params.optics)
-    record = misregistration(align_rng, full, params.misalign)
+    dx, dy, angle, scale = _motion(align_rng, params.misalign)
     centre = field_centre(align_rng, params.misalign.max_field_offset)
     if not misalign:
-        record = misregistration_record(full, 0.0, 0.0, 0.0, 1.0)
-    clean = _warp(clean, np.array(record["matrix"]))
-    crop = np.s_[MARGIN_PX : MARGIN_PX + size, MARGIN_PX : MARGIN_PX + size]
-    osr = capture(clean[crop], camera_rng, params.optics, centre)
-    # the same motion expressed in the cropped frame (same centre, so only the offset changes)
-    record = misregistration_record(size, record["dx_px"], record["dy_px"], record["rotation_deg"], record["scale"])
+        dx, dy, angle, scale = 0.0, 0.0, 0.0, 1.0
+    to_native = pixel_size_nm / native_nm
+    warp = misregistration_record(full, dx * to_native, dy * to_native, angle, scale)
+    clean = _warp(clean, np.array(warp["matrix"]))
+    crop = np.s_[MARGIN_PX : MARGIN_PX + side, MARGIN_PX : MARGIN_PX + side]
+    osr, sem = capture(clean[crop], camera_rng, params.optics, centre), np.ascontiguousarray(sem[crop])
+    if side != size or native_nm != pixel_size_nm:
+        osr, sem = (np.clip(rescale_to_pixel_size(img, native_nm, pixel_size_nm), 0.0, 1.0)
+                    for img in (osr, sem))
     meta = {
         "seed": seed,
         "size": size,
         "pixel_size_nm": pixel_size_nm,
+        "native_pixel_nm": native_nm,
         "misaligned": misalign,
-        "misregistration": record,
+        # the same motion expressed in the cropped output frame
+        "misregistration": misregistration_record(size, dx, dy, angle, scale),
         "field_centre": centre,
         "effective_na": params.optics.effective_na,
+        "fwhm_nm": params.optics.fwhm_nm,
+        "contrast_table": contrast_table(params.optics, params.sem),
         "params": asdict(params),
     }
-    return osr, np.ascontiguousarray(sem[crop]), meta
+    return osr, sem, meta
 
 
 def pair_seed(seed: int, index: int) -> int:
@@ -117,20 +123,28 @@ def pair_seed(seed: int, index: int) -> int:
 
 
 def write_pairs(
-    out: Path, n: int, seed: int = 0, size: int = 512, pixel_size_nm: float = 10.0, misalign: bool = True
+    out: Path, n: int, seed: int = 0, size: int = 512, pixel_size_nm: float = 10.0,
+    misalign: bool = True, domain: str = "narrow"
 ) -> Path:
-    """Write out/osr/NNNN.tif, out/sem/NNNN.tif (16-bit) and out/meta.json; returns out."""
+    """Write out/osr/NNNN.tif, out/sem/NNNN.tif (16-bit) and out/meta.json; returns out.
+
+    domain "narrow": every pair with the default parameters (recorded once, as `params`);
+    "randomized": each pair draws its own (trainer/sim/domain.py), recorded with the pair."""
     out = Path(out)
     if n < 1:
         raise UserError(f"--n must be at least 1, not {n}")
     pairs = []
     for i in range(n):
-        osr, sem, meta = make_pair(pair_seed(seed, i), size, pixel_size_nm, misalign)
+        pseed = pair_seed(seed, i)
+        params = domain_params(domain, pair_streams(pseed)[-1])
+        osr, sem, meta = make_pair(pseed, size, pixel_size_nm, misalign, params)
         name = f"{i:04d}.tif"
         write_tiff16(out / "osr" / name, osr)
         write_tiff16(out / "sem" / name, sem)
-        params = meta.pop("params")
-        pairs.append({"file": name, **meta})
+        record = {"file": name, **meta}
+        if domain == "narrow":
+            shared = record.pop("params")  # the same for every pair: recorded once
+        pairs.append(record)
         log.debug("pair %s written", name)
     summary = {
         "format": "ssum-pairs",
@@ -140,8 +154,9 @@ def write_pairs(
         "size": size,
         "pixel_size_nm": pixel_size_nm,
         "misalign": misalign,
+        "domain": domain,
         "misregistration_convention": "matrix maps SEM pixel (x, y) to its position in the OSR image",
-        "params": params,
+        **({"params": shared} if domain == "narrow" else {"ranges": asdict(DomainRanges())}),
         "pairs": pairs,
     }
     (out / "meta.json").write_text(json.dumps(summary, indent=1))

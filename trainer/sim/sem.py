@@ -1,5 +1,5 @@
-"""SEM rendering of a layout: material yield, secondary-electron edge effect, probe blur, shot
-noise and scan-line noise."""
+"""SEM rendering of a layout: material yield, secondary-electron edge effect, probe blur,
+charging streaks, shot noise and scan-line noise."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+from scipy.signal import lfilter
 
 from trainer.sim.layout import MATERIALS, Layout
 
@@ -24,6 +25,11 @@ class SemParams:
     electrons_per_pixel: float = 600.0  # dose at yield 1: sets the shot noise
     line_offset_std: float = 0.01  # per-scan-line offset (beam/detector drift)
     line_gain_std: float = 0.01  # per-scan-line gain
+    # charging: the signal lags along the fast scan (+x), leaving a tail behind every contrast
+    # step; its strength varies from line to line
+    charging_gain: float = 0.0  # tail height relative to the step (0: no charging)
+    charging_length_nm: float = 300.0  # decay length of the tail along the scan line
+    charging_line_std: float = 0.5  # relative line-to-line spread of the tail's strength
 
 
 def yield_map(layout: Layout, params: SemParams) -> np.ndarray:
@@ -62,9 +68,24 @@ def add_sem_noise(clean: np.ndarray, rng: np.random.Generator, params: SemParams
     return noisy * gain + offset
 
 
+def charging_streaks(clean: np.ndarray, pixel_size_nm: float, rng: np.random.Generator,
+                     params: SemParams) -> np.ndarray:
+    """The charging tail: the signal low-pass filtered along each scan line (first-order lag of
+    `charging_length_nm`) minus the signal, times `charging_gain` and a per-line factor. Bright
+    after a bright feature, dark after a dark one, zero on flat areas."""
+    a = float(np.exp(-pixel_size_nm / params.charging_length_nm))
+    start = clean[:, :1].astype(np.float64) * a
+    lagged, _ = lfilter([1.0 - a], [1.0, -a], clean.astype(np.float64), axis=1, zi=start)
+    line = np.clip(1.0 + rng.normal(0.0, params.charging_line_std, (clean.shape[0], 1)), 0.0, None)
+    return (params.charging_gain * line * (lagged - clean)).astype(np.float32)
+
+
 def render_sem(
     layout: Layout, rng: np.random.Generator, params: SemParams | None = None
 ) -> np.ndarray:
     """A noisy SEM image of the layout, float32 in [0, 1]."""
     p = params or SemParams()
-    return np.clip(add_sem_noise(render_clean(layout, p), rng, p), 0.0, 1.0).astype(np.float32)
+    clean = render_clean(layout, p)
+    if p.charging_gain:
+        clean = clean + charging_streaks(clean, layout.pixel_size_nm, rng, p)
+    return np.clip(add_sem_noise(clean, rng, p), 0.0, 1.0).astype(np.float32)
