@@ -24,7 +24,7 @@ from trainer.sim.optics import (
     reflectance_map,
     render_osr_clean,
 )
-from trainer.sim.pairs import SimParams
+from trainer.sim.params import SimParams
 from trainer.sim.sem import render_sem
 
 
