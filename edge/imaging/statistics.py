@@ -66,9 +66,10 @@ def noise_std(image: np.ndarray) -> float | np.ndarray:
 
 
 def affine_intensity_fit(x: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """Least-squares (a, b) minimising sum (a x + b - ref)^2 over all pixels."""
-    if x.shape != ref.shape or x.ndim != 2:
-        raise ValueError(f"need two 2-D images of the same shape, got {x.shape} and {ref.shape}")
+    """Least-squares (a, b) minimising sum (a x + b - ref)^2 over all pixels (of two images, or
+    any two arrays of one shape)."""
+    if x.shape != ref.shape or x.size == 0:
+        raise ValueError(f"need two images of the same shape, got {x.shape} and {ref.shape}")
     xs, rs = x.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
     design = np.column_stack([xs, np.ones(xs.size)])
     (a, b), *_ = np.linalg.lstsq(design, rs, rcond=None)
