@@ -141,11 +141,12 @@ def _rounded(values: np.ndarray) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Measurement:
-    """What the judge measured on one tile: the statistics of the tile and of its blocks, the
-    cycle's RMS residual of the tile and of its blocks (None without a reverse generator)."""
+    """What the judge measured on one tile: the statistics of the tile and of its blocks (None
+    when not asked for), the cycle's RMS residual of the tile and of its blocks (None without a
+    reverse generator)."""
 
     features: np.ndarray
-    block_features: np.ndarray
+    block_features: np.ndarray | None
     grid: tuple[int, int]
     cycle: float | None = None
     block_cycle: np.ndarray | None = None
@@ -168,7 +169,8 @@ class TrainingStatistics:
         """The envelopes of the measurements of the training tiles."""
         if not measurements:
             raise UserError("no training images to take trust statistics from")
-        blocks = np.concatenate([m.block_features for m in measurements])
+        blocks = np.concatenate([m.block_features for m in measurements
+                                 if m.block_features is not None])
         cycled = [m for m in measurements if m.cycle is not None and m.block_cycle is not None]
         cycle_tile = cycle_block = None
         if cycled:
@@ -276,36 +278,39 @@ class TrustJudge:
         return self.reverse is not None
 
     def measure(self, measured: np.ndarray, prepared: np.ndarray,
-                converted: np.ndarray | None) -> Measurement:
+                converted: np.ndarray | None, blocks: bool = True) -> Measurement:
         """measured: the input as float [0, 1]; prepared: as the network saw it; converted: the
-        network's output (needed only when `cycles`)."""
+        network's output (needed only when `cycles`); blocks: the blocks' statistics too."""
         grid = block_grid(measured.shape)
-        blocks = input_statistics(cut_blocks(measured, grid))
         features = input_statistics(measured)
+        block_features = input_statistics(cut_blocks(measured, grid)) if blocks else None
         if self.reverse is None or converted is None:
-            return Measurement(features, blocks, grid)
+            return Measurement(features, block_features, grid)
         rendered = self.reverse(np.clip(converted, 0.0, 1.0))
         cycle, block_cycle = cycle_residuals(prepared, rendered, grid)
-        return Measurement(features, blocks, grid, cycle, block_cycle)
+        return Measurement(features, block_features, grid, cycle, block_cycle)
 
     def judge(self, measured: np.ndarray, prepared: np.ndarray, converted: np.ndarray,
               with_map: bool = True) -> TrustResult:
         statistics = self.statistics
         if statistics is None:
             raise RuntimeError("no training statistics to judge against")
-        m = self.measure(measured, prepared, converted)
+        m = self.measure(measured, prepared, converted, blocks=with_map)
         excess = statistics.tile.excess(m.features)
         worst = int(np.argmax(excess))
         total, components = float(excess[worst]), {"stats": math.exp(-float(excess[worst]))}
-        blocks = statistics.block.excess(m.block_features).max(axis=1)
+        blocks = None
+        if m.block_features is not None:
+            blocks = statistics.block.excess(m.block_features).max(axis=1)
         if m.cycle is not None and m.block_cycle is not None \
                 and statistics.cycle_tile is not None and statistics.cycle_block is not None:
             cycle = float(statistics.cycle_tile.excess(np.array([m.cycle]), upper_only=True)[0])
             components["cycle"] = math.exp(-cycle)
             total += cycle
-            blocks = blocks + statistics.cycle_block.excess(m.block_cycle[:, None],
-                                                            upper_only=True)[:, 0]
-        trust_map = np.exp(-blocks).astype(np.float32).reshape(m.grid) if with_map else None
+            if blocks is not None:
+                blocks = blocks + statistics.cycle_block.excess(m.block_cycle[:, None],
+                                                                upper_only=True)[:, 0]
+        trust_map = None if blocks is None else np.exp(-blocks).astype(np.float32).reshape(m.grid)
         return TrustResult(math.exp(-total), components,
                            FEATURES[worst] if excess[worst] > 0 else "", trust_map)
 
