@@ -166,10 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pairs = [make_pair(seed, TILE) for seed in SEEDS]
     tiles = [to_uint16(osr) for osr, _, _ in pairs]
-    settings = ConverterSettings(threads=args.threads)
+    settings = ConverterSettings(threads=args.threads, trust=True)
     price: dict[str, Any] = {}
-    with Converter.from_bundle(args.bundle, ConverterSettings(threads=args.threads,
-                                                              trust=False)) as converter:
+    with Converter.from_bundle(args.bundle, ConverterSettings(threads=args.threads)) as converter:
         price["off"] = timed(converter, tiles, judge=False, with_map=False)
     with Converter.from_bundle(args.bundle, settings) as converter:
         price["stats"] = timed(converter, tiles, judge=True, with_map=True)

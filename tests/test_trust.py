@@ -74,7 +74,8 @@ def test_the_statistics_recorded_at_export_are_the_serving_ones(trusted_bundle_s
     recorded = TrainingStatistics.from_manifest(trust)
     assert recorded.tile == Envelope.of(np.stack([input_statistics(x) for x in images]))
     assert recorded.images == TRUST_PAIRS and trust["source"]["cycle"] is True
-    with Converter.from_bundle(trusted_bundle_source, ConverterSettings(threads=1)) as converter:
+    settings = ConverterSettings(threads=1, trust=True)
+    with Converter.from_bundle(trusted_bundle_source, settings) as converter:
         measured = converter.measure(to_uint16(images[0]))
     np.testing.assert_allclose(measured.features, input_statistics(images[0]), atol=1e-4)
 

@@ -30,7 +30,7 @@ def test_auroc_and_spearman_on_known_cases():
 def test_the_score_separates_harmful_from_helpful_tiles(trusted_bundle_source):
     rng = np.random.default_rng(0)
     tiles = [make_pair(seed, TRUST_SIZE)[0] for seed in (6000, 6001, 6002)]
-    settings = ConverterSettings(threads=1, trust=False)
+    settings = ConverterSettings(threads=1)
     with Converter.from_bundle(trusted_bundle_source, settings) as converter:
         made = [converter.convert(x) for x in tiles]
     helpful = [(x, np.clip(y + rng.normal(0, 0.02, y.shape), 0, 1).astype(np.float32))

@@ -41,7 +41,9 @@ class ConverterSettings:
     working memory grows with it); patch_size 0: the bundle's; overlap 0: the bundle's measured
     receptive margin; threads 0: all cores; model_file: serve this ONNX file instead of the
     bundle's model of `precision` (the calibration gate scores candidates before they join the
-    bundle)."""
+    bundle); trust: also load what the trust score needs (the bundle's training statistics and
+    its SEM->OSR generator, run on ONNX Runtime, when it has them; docs/trust.md): the daemon
+    and `ssum convert` ask for it, callers that only convert do not."""
 
     backend: str = "onnxruntime"
     precision: str = "fp32"
@@ -54,7 +56,7 @@ class ConverterSettings:
     patching: str = "auto"
     max_pixels: int = 4 * 2**20
     model_file: Path | None = None
-    trust: bool = True
+    trust: bool = False
 
     def __post_init__(self) -> None:
         for name, value, choices in (("backend", self.backend, BACKENDS),
