@@ -90,7 +90,7 @@ def image_stats(image: np.ndarray) -> dict[str, float]:
         "dark_level": float(np.median(image[~mask])) if (~mask).any() else float("nan"),
         "bright_level": float(np.median(image[mask])) if mask.any() else float("nan"),
         "dark_fraction": float((~mask).mean()),
-        "noise_std": noise_std(image),
+        "noise_std": float(noise_std(image)),
         "narrowest_dark_px": narrowest_width_px(~mask),
         "narrowest_bright_px": narrowest_width_px(mask),
     }
