@@ -27,6 +27,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_int8.py
 	$(BIN)/python bench/bench_tiling.py
 	$(BIN)/python bench/bench_swap.py
+	$(BIN)/python bench/bench_trust.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy edge calibration trainer ssum

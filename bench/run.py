@@ -8,7 +8,7 @@ threads, tiler, batch size) as the daemon builds from its config:
   latency  one tile at a time through the daemon, as at the rig's rate (each tile sent once the
            previous result is in): per tile, the round trip at the client split into the
            daemon's stages (its `latency_ms` header) and the wire; the latency the daemon adds is
-           the round trip less the tile's compute (preprocess + infer + blend), p50 and p99.
+           the round trip less the tile's compute (preprocess + infer + blend + trust), p50 and p99.
 Writes bench/results/daemon_<device>.json with the machine described.
 """
 
@@ -185,7 +185,7 @@ def bench_daemon(config: Path, ports: dict[str, int], tiles: list[np.ndarray],
     return {"tiles_per_s": len(tiles) / elapsed, "seconds": elapsed, "round_trips": round_trips}
 
 
-COMPUTE_STAGES = ("preprocess", "infer", "blend")
+COMPUTE_STAGES = ("preprocess", "infer", "blend", "trust")
 
 
 def latency_breakdown(round_trips: list[dict[str, float]]) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class Kind(enum.StrEnum):
     SCAN_END = "scan-end"
     DEFECT = "defect"
     HEIGHT = "height"
+    TRUST = "trust"
 
 
 def topic(kind: Kind, scan_id: str = "") -> str:
@@ -408,6 +409,21 @@ def encode_height(result_header: dict, height_nm: np.ndarray) -> list[bytes]:
     return [topic(Kind.HEIGHT, result_header["scan_id"]).encode(), _dump(header), pixels]
 
 
+def encode_trust(result_header: dict, trust_map: np.ndarray, score: float) -> list[bytes]:
+    """The trust map of a converted tile, published after it: the tile's identifying fields,
+    float32 pixels of block scores in [0, 1] (rows x cols blocks covering the tile, so
+    `pixel_size_nm` is one block's width in nm), the tile's `score`, its size in pixels."""
+    rows, cols = trust_map.shape
+    keep = ("scan_id", "seq", "row", "col", "x_nm", "y_nm", "t_capture")
+    tile_width, tile_height = result_header["width"], result_header["height"]
+    header = {"v": PROTOCOL_VERSION, **{k: result_header[k] for k in keep},
+              "pixel_size_nm": result_header["pixel_size_nm"] * tile_width / cols,
+              "width": cols, "height": rows, "dtype": "float32", "score": round(score, 4),
+              "tile_width": tile_width, "tile_height": tile_height}
+    pixels = _pixel_bytes(np.asarray(trust_map, np.float32), "float32")
+    return [topic(Kind.TRUST, result_header["scan_id"]).encode(), _dump(header), pixels]
+
+
 def encode_error(
     scan_id: str, code: ErrorCode, message: str, header: dict | None = None
 ) -> list[bytes]:
@@ -488,8 +504,8 @@ def decode_scan_end(frames: Sequence[Any]) -> ScanEnd:
 def decode_message(frames: Sequence[Any]) -> Message:
     """Decode any v1 message (for clients and tests): strict framing, lenient about kinds.
 
-    Pixels are decoded for tile, sem and height messages and a defect's thumbnail; other kinds
-    carry none (image is None).
+    Pixels are decoded for tile, sem, height and trust messages and a defect's thumbnail; other
+    kinds carry none (image is None).
     """
     topic_raw, header_raw, pixels = _check_frames(frames)
     kind, topic_scan = _split_topic(topic_raw)
@@ -510,7 +526,7 @@ def decode_message(frames: Sequence[Any]) -> Message:
             header,
         )
     image = None
-    if kind in (Kind.SEM, Kind.HEIGHT):
+    if kind in (Kind.SEM, Kind.HEIGHT, Kind.TRUST):
         _validate_tile_header(header, topic_scan)
         expected = _check_limits(header, pixels, Limits(), topic_scan)
         image = _pixels(header, pixels, expected, topic_scan)

@@ -37,6 +37,19 @@ def tiny_bundle(tmp_path: Path, tiny_bundle_source: Path) -> Path:
     return Path(shutil.copytree(tiny_bundle_source, tmp_path / "bundle"))
 
 
+@pytest.fixture(scope="session")
+def trusted_bundle_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle with a reverse (SEM->OSR) generator and the trust statistics of
+    simulated pairs (tiny_bundle.TRUST_*), built once per session."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("trusted") / "bundle", trusted=True)
+
+
+@pytest.fixture()
+def trusted_bundle(tmp_path: Path, trusted_bundle_source: Path) -> Path:
+    """A copy of the trusted tiny bundle of this test's own."""
+    return Path(shutil.copytree(trusted_bundle_source, tmp_path / "trusted"))
+
+
 @pytest.fixture()
 def ctx() -> Iterator[zmq.Context]:
     context = zmq.Context()

@@ -72,6 +72,10 @@ def test_overrides_beat_the_file(tmp_path):
         ("[mosaic]\nenabled = true\n", "[mosaic] directory must be set"),
         ("[security]\ncurve = true\n", "[security] server_secret_key must be set"),
         ("[batching\n", "invalid TOML"),
+        ("[trust]\nmode = \"sometimes\"\n",
+         '[trust] mode must be one of "every", "nth", "off", got \'sometimes\''),
+        ("[trust]\nevery_n = 0\n", "[trust] every_n must be a positive integer, got 0"),
+        ("[trust]\nmap = 1\n", "[trust] map must be true or false, got 1"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, message):
@@ -80,6 +84,17 @@ def test_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(UserError) as info:
         load_config(path)
     assert message in str(info.value)
+
+
+def test_trust_keys_reach_the_converter_and_the_pipeline(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[trust]\nmode = "nth"\nevery_n = 4\nmap = false\n')
+    config = load_config(path)
+    trust = config.pipeline_settings().trust
+    assert (trust.mode, trust.every_n, trust.map) == ("nth", 4, False)
+    assert config.converter_settings().trust
+    path.write_text('[trust]\nmode = "off"\n')
+    assert not load_config(path).converter_settings().trust  # the reverse is not even loaded
 
 
 def test_a_missing_file_is_a_user_error(tmp_path):

@@ -65,6 +65,19 @@ def test_sha256_check_catches_a_modified_file(bundle, tmp_path):
         load_bundle(copy)
 
 
+def test_a_cyclegan_exports_its_reverse_generator_and_the_trust_statistics(bundle):
+    b = load_bundle(bundle)
+    reverse = b.reverse
+    assert reverse is not None and reverse.path.name == "reverse.onnx"
+    assert reverse.entry["direction"] == "sem->osr" and reverse.entry["receptive_margin"] > 0
+    session = ort.InferenceSession(str(reverse.path), providers=["CPUExecutionProvider"])
+    assert ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]) \
+        == (["sem"], ["osr"])
+    trust = b.manifest["trust"]
+    assert trust["images"] == 4 and "cycle" in trust  # the run's own training pairs
+    assert trust["source"]["data"] == b.manifest["training"]["data"]
+
+
 def test_measured_margin_bounds_the_influence_of_an_input_pixel(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
     margin = manifest["io"]["receptive_margin"]

@@ -86,6 +86,8 @@ def test_dashboard_covers_the_required_views():
         "ssum_edge_model_info",
         "ssum_edge_gpu_utilization_ratio",
         "ssum_edge_gpu_memory_used_bytes",
+        "ssum_edge_trust_score_bucket",
+        "ssum_edge_trust_score_count",
     ]:
         assert name in used, name
     quantiles = {e.split("(", 1)[1].split(",")[0] for _, e in _exprs() if "tile_latency" in e}

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.protocol import ErrorCode
 from edge.serve import sdnotify
 from edge.serve.admin import AdminServer, Verdict
-from edge.serve.metrics import LATENCY_BUCKETS, EdgeMetrics
+from edge.serve.metrics import LATENCY_BUCKETS, TRUST_BUCKETS, EdgeMetrics
 from edge.serve.nvml import register_gpu_metrics
 
 CONTRACT = {
@@ -44,6 +44,7 @@ CONTRACT = {
     "ssum_edge_inspected_area_square_meters": ("counter", set()),
     "ssum_edge_scan_defect_density_per_square_meter": ("histogram", set()),
     "ssum_edge_inspection_seconds": ("histogram", set()),
+    "ssum_edge_trust_score": ("histogram", set()),
 }
 
 
@@ -58,6 +59,7 @@ def exercised() -> EdgeMetrics:
     metrics.tile_latency.observe(0.012)
     metrics.observe_stages({"infer": 0.004, "queue": 0.001})
     metrics.batch_size.observe(8)
+    metrics.trust_score.observe(0.42)
     return metrics
 
 
@@ -90,6 +92,10 @@ def test_values_and_buckets():
     batch = [float(s.labels["le"]) for s in found["ssum_edge_batch_size"].samples
              if s.name.endswith("_bucket")]
     assert batch == [1, 2, 4, 8, 16, 32, 64, float("inf")]
+    trust = {float(s.labels["le"]): s.value for s in found["ssum_edge_trust_score"].samples
+             if s.name.endswith("_bucket")}
+    assert sorted(trust) == sorted([*TRUST_BUCKETS, float("inf")])
+    assert (trust[0.4], trust[0.5], trust[1.0]) == (0, 1, 1)
 
 
 def test_every_reason_and_stage_is_exported_before_it_happens():
@@ -100,10 +106,10 @@ def test_every_reason_and_stage_is_exported_before_it_happens():
     assert drops == {"queue_full", "shutdown", "send_failed"}
     lost = {(s.labels["kind"], s.labels["reason"])
             for s in found["ssum_edge_messages_lost"].samples}
-    assert lost == {(k, r) for k in ("error", "scan-end", "height", "defect")
+    assert lost == {(k, r) for k in ("error", "scan-end", "height", "defect", "trust")
                     for r in ("queue_full", "shutdown", "send_failed")}
     stages = {s.labels["stage"] for s in found["ssum_edge_stage_latency_seconds"].samples}
-    assert stages == {"preprocess", "queue", "infer", "blend", "publish"}
+    assert stages == {"preprocess", "queue", "infer", "blend", "trust", "publish"}
 
 
 def test_two_instances_do_not_share_values():

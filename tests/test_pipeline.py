@@ -71,7 +71,8 @@ def test_tiles_come_back_converted_in_arrival_order_per_scan():
         assert message.header["status"] == "ok"
         assert message.header["model"] == FAKE_LABEL
         latency = message.header["latency_ms"]
-        assert set(latency) == {"preprocess", "queue", "infer", "blend", "publish", "total"}
+        assert set(latency) == {"preprocess", "queue", "infer", "blend", "trust", "publish",
+                                "total"}
         assert latency["total"] == pytest.approx(
             sum(v for k, v in latency.items() if k != "total"), abs=0.01)
     assert counter(metrics, "tiles_received") == 12

@@ -24,6 +24,7 @@ EXPECTED_ALERTS = {
     "SsumEdgeQueueSaturated",
     "SsumEdgeRestarted",
     "SsumEdgeInspectionFailing",
+    "SsumEdgeTrustLow",
 }
 
 PROMTOOL = shutil.which("promtool")

@@ -15,7 +15,7 @@ import pytest
 import zmq
 from helpers import endpoint, tile_header, wait_for
 
-from edge.protocol import encode_result, encode_scan_end, encode_tile
+from edge.protocol import encode_result, encode_scan_end, encode_tile, encode_trust
 from edge.tools.view import ViewServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,6 +40,8 @@ def publish(pub: zmq.Socket, rig: zmq.Socket | None, scan: list[tuple[dict, np.n
         converted = (255 - image).astype(np.float32) / 255
         pub.send_multipart(encode_result({**header, "v": 1}, converted,
                                          {"model": "m", "latency_ms": {"total": 100.0 + header["seq"]}}))
+        trust_map = np.array([[0.2, 1.0], [1.0, 1.0]], np.float32)  # the top-left block low
+        pub.send_multipart(encode_trust(header, trust_map, 0.8))
     pub.send_multipart(encode_scan_end("live", {"n_tiles": len(scan)}))
 
 
@@ -68,13 +70,18 @@ def test_the_view_shows_the_scan_as_it_arrives(streams):
     publish(pub, rig, tiles())
     wait_for(lambda: json.loads(get(server.url + "state.json")[1])["complete"], 10, "the scan")
     state = json.loads(get(server.url + "state.json")[1])
-    assert state["scan_id"] == "live" and state["tiles"] == {"converted": 4, "input": 4}
+    assert state["scan_id"] == "live"
+    assert state["tiles"] == {"converted": 4, "input": 4, "trust": 4}
     assert state["latency_ms"]["p50"] == pytest.approx(101.5)
     for layer, expected in (("converted", 255 - tiles()[0][1]), ("input", tiles()[0][1])):
         status, png = get(server.url + f"mosaic/{layer}.png")
         image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
         assert status == 200 and image.shape == (176, 176)  # 80 + 96 px each way
         assert np.abs(image[:70, :70].astype(int) - expected[:70, :70]).max() <= 1
+    status, png = get(server.url + "mosaic/trust.png")
+    trust = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert status == 200 and trust.shape == (176, 176)  # the maps at the tiles' positions
+    assert abs(int(trust[10, 10]) - 51) <= 1 and trust[60, 60] == 255  # 0.2, then 1.0
     with pytest.raises(urllib.error.HTTPError):
         get(server.url + "mosaic/bogus.png")
     assert b"ssum-edge live view" in get(server.url)[1]
@@ -95,10 +102,13 @@ def test_the_page_fills_in_in_a_real_browser(streams, tmp_path):
             assert "no scan yet" in page.inner_text("#scan")
             publish(pub, rig, tiles())
             page.wait_for_function("document.getElementById('counts').textContent"
-                                   ".includes('4 converted')", timeout=15000)
+                                   ".includes('4 trust maps')", timeout=15000)
             page.wait_for_function("document.getElementById('mosaic').naturalWidth > 0",
                                    timeout=15000)
             assert "complete" in page.inner_text("#scan")
+            page.click("#b-trust")
+            page.wait_for_function("document.getElementById('mosaic').src.includes('trust')",
+                                   timeout=15000)
             page.click("#b-input")
             page.wait_for_function("document.getElementById('mosaic').src.includes('input')",
                                    timeout=15000)

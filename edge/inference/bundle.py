@@ -71,10 +71,18 @@ class Bundle:
         return dict(self.manifest.get("preprocessing", {}))
 
     def models(self) -> list[ModelFile]:
-        return [
-            ModelFile(self.path / m["file"], m["sha256"], m["precision"], m["kind"], dict(m))
-            for m in self.manifest["models"]
-        ]
+        return [_model_file(self.path, m) for m in self.manifest["models"]]
+
+    @property
+    def reverse(self) -> ModelFile | None:
+        """The SEM->OSR generator (`reverse`), which the trust score's cycle runs; not served."""
+        entry = self.manifest.get("reverse")
+        return _model_file(self.path, entry) if entry else None
+
+    def files(self) -> list[ModelFile]:
+        """Every model file the manifest pins: the served ones and the reverse generator."""
+        reverse = self.reverse
+        return self.models() + ([reverse] if reverse is not None else [])
 
     def model(self, kind: str = "onnx", precision: str = "fp32") -> ModelFile:
         for model in self.models():
@@ -87,6 +95,23 @@ class Bundle:
         """`name@sha256-prefix`, the model identity carried in converted-tile headers."""
         model = model or self.model()
         return f"{self.name}@{model.sha256[:12]}"
+
+
+def _model_file(root: Path, entry: dict[str, Any]) -> ModelFile:
+    return ModelFile(root / entry["file"], entry["sha256"], entry["precision"], entry["kind"],
+                     dict(entry))
+
+
+def _entry_problems(entry: Any, where: str) -> list[str]:
+    if not isinstance(entry, dict):
+        return [f"{where} is not an object"]
+    problems = [f"{where}.{key} must be a string" for key in ("file", "sha256", "precision", "kind")
+                if not isinstance(entry.get(key), str)]
+    if entry.get("kind") not in MODEL_KINDS:
+        problems.append(f"{where}.kind must be one of {MODEL_KINDS}")
+    if entry.get("precision") not in PRECISIONS:
+        problems.append(f"{where}.precision must be one of {PRECISIONS}")
+    return problems
 
 
 def validate_manifest(manifest: Any) -> list[str]:
@@ -109,16 +134,13 @@ def validate_manifest(manifest: Any) -> list[str]:
     if not isinstance(models, list) or not models:
         return problems + ["models must be a non-empty list"]
     for i, entry in enumerate(models):
-        if not isinstance(entry, dict):
-            problems.append(f"models[{i}] is not an object")
-            continue
-        for key in ("file", "sha256", "precision", "kind"):
-            if not isinstance(entry.get(key), str):
-                problems.append(f"models[{i}].{key} must be a string")
-        if entry.get("kind") not in MODEL_KINDS:
-            problems.append(f"models[{i}].kind must be one of {MODEL_KINDS}")
-        if entry.get("precision") not in PRECISIONS:
-            problems.append(f"models[{i}].precision must be one of {PRECISIONS}")
+        problems += _entry_problems(entry, f"models[{i}]")
+    if manifest.get("reverse") is not None:
+        problems += _entry_problems(manifest["reverse"], "reverse")
+        if isinstance(manifest["reverse"], dict) and manifest["reverse"].get("kind") != "onnx":
+            problems.append("reverse.kind must be 'onnx'")
+    if manifest.get("trust") is not None and not isinstance(manifest["trust"], dict):
+        problems.append("trust must be an object")
     return problems
 
 
@@ -136,7 +158,7 @@ def load_bundle(path: str | Path, verify: bool = True,
         raise UserError(f"{manifest_path}: " + "; ".join(problems))
     bundle = Bundle(path, manifest)
     if verify:
-        for model in bundle.models():
+        for model in bundle.files():
             if not model.path.is_file():
                 raise UserError(f"bundle {path}: model file {model.path.name} is missing")
             actual = sha256_file(model.path)

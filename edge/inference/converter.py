@@ -26,6 +26,7 @@ from edge.inference.memory import return_freed_memory
 from edge.inference.preprocess import PreprocessParams, preprocess, reach
 from edge.inference.streaming import ReadRows, convert_rows
 from edge.inference.tiling import WINDOWS, Tiler, TilerLike, convert_image
+from edge.inference.trust import MIN_SIDE, Measurement, TrainingStatistics, TrustJudge, TrustResult
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ class ConverterSettings:
     working memory grows with it); patch_size 0: the bundle's; overlap 0: the bundle's measured
     receptive margin; threads 0: all cores; model_file: serve this ONNX file instead of the
     bundle's model of `precision` (the calibration gate scores candidates before they join the
-    bundle)."""
+    bundle); trust: also load what the trust score needs (the bundle's training statistics and
+    its SEM->OSR generator, run on ONNX Runtime, when it has them; docs/trust.md): the daemon
+    and `ssum convert` ask for it, callers that only convert do not."""
 
     backend: str = "onnxruntime"
     precision: str = "fp32"
@@ -54,6 +57,7 @@ class ConverterSettings:
     patching: str = "auto"
     max_pixels: int = 4 * 2**20
     model_file: Path | None = None
+    trust: bool = False
 
     def __post_init__(self) -> None:
         for name, value, choices in (("backend", self.backend, BACKENDS),
@@ -79,6 +83,7 @@ class Converter:
     sha256: str
     max_batch: int = 8
     prepare_margin: int | None = 0  # rows `prepare` reads around a row; None: the whole image
+    judge: TrustJudge | None = None  # the trust score's, when the settings ask for it
 
     @classmethod
     def from_bundle(cls, bundle: Bundle | str | Path,
@@ -97,8 +102,15 @@ class Converter:
         def prepare(raw: np.ndarray) -> np.ndarray:
             return preprocess(to_float01(np.asarray(raw)), params)
 
-        return cls(BoundedBackend(backend, settings.max_pixels), tiler, prepare, bundle.name,
-                   sha256, settings.max_batch, reach(params))
+        converter = cls(BoundedBackend(backend, settings.max_pixels), tiler, prepare,
+                        bundle.name, sha256, settings.max_batch, reach(params))
+        if settings.trust:
+            try:
+                converter.judge = _judge(bundle, settings)
+            except BaseException:
+                converter.close()
+                raise
+        return converter
 
     @property
     def label(self) -> str:
@@ -126,6 +138,23 @@ class Converter:
         yield from convert_rows(read, shape, self.prepare, self.prepare_margin, self.backend,
                                 self.tiler, self.max_batch)
 
+    def trust(self, raw: np.ndarray, converted: np.ndarray,
+              with_map: bool = True) -> TrustResult | None:
+        """The trust score of a converted image (and its block map); None when the bundle has no
+        training statistics, trust was not asked for, or the image is under MIN_SIDE px."""
+        judge = self.judge
+        if judge is None or judge.statistics is None or min(np.shape(raw)) < MIN_SIDE:
+            return None
+        return judge.judge(to_float01(np.asarray(raw)), self.prepare(raw), converted, with_map)
+
+    def measure(self, raw: np.ndarray) -> Measurement:
+        """What the trust score measures on an image (converting it only when the cycle needs
+        the output): how `ssum bundle stats` records the training data's figures."""
+        if self.judge is None:
+            raise UserError("this converter was loaded without trust (ConverterSettings.trust)")
+        converted = self.convert(raw) if self.judge.cycles else None
+        return self.judge.measure(to_float01(np.asarray(raw)), self.prepare(raw), converted)
+
     def warm_up(self, shape: tuple[int, int] | None = None) -> float:
         """One full batch of patches of `shape` (default: the fixed patch): the first run of a
         shape allocates the runtime's memory arena (GBs at 512 px on the CPU), which would
@@ -146,6 +175,8 @@ class Converter:
     def close(self) -> None:
         """Release the backend and give its memory back (a daemon swaps models for weeks)."""
         self.backend.close()
+        if self.judge is not None:
+            self.judge.close()
         return_freed_memory()
 
     def __enter__(self) -> Self:
@@ -167,6 +198,30 @@ def _tiler(io: dict, settings: ConverterSettings, backend: str) -> Tiler:
         log.warning("tiling overlap %d px is below the model's receptive margin (%d px): "
                     "patch seams will not match whole-image conversion", tiler.overlap, margin)
     return tiler
+
+
+def _judge(bundle: Bundle, settings: ConverterSettings) -> TrustJudge:
+    """The trust judge of a bundle: its training statistics (None: measure only) and its
+    SEM->OSR generator, served like the forward one but always on ONNX Runtime fp32."""
+    data = bundle.manifest.get("trust")
+    statistics = None
+    if data is not None:
+        statistics = TrainingStatistics.from_manifest(data, f"bundle {bundle.path}: trust")
+    entry = bundle.reverse
+    if entry is None or (statistics is not None and statistics.cycle_tile is None):
+        return TrustJudge(statistics)
+    backend = OnnxRuntimeBackend(entry.path, "fp32", settings.device or None,
+                                 settings.threads or None)
+    margin = int(entry.entry.get("receptive_margin", bundle.io.get("receptive_margin", 0)))
+    io = {**bundle.io, "receptive_margin": margin, "overlap": max(margin, bundle.io["overlap"])}
+    reverse = Converter(BoundedBackend(backend, settings.max_pixels),
+                        _tiler(io, settings, backend.name), _unit_range, bundle.name,
+                        entry.sha256, settings.max_batch)
+    return TrustJudge(statistics, reverse.convert, reverse.close)
+
+
+def _unit_range(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(image, np.float32), 0.0, 1.0)
 
 
 def _open_backend(bundle: Bundle, settings: ConverterSettings) -> tuple[Backend, str]:

@@ -18,6 +18,8 @@ from edge.inference.backends import BACKENDS
 from edge.inference.bundle import PRECISIONS
 from edge.inference.converter import ConverterSettings
 from edge.inference.tiling import WINDOWS
+from edge.inference.trust import MODES as TRUST_MODES
+from edge.inference.trust import TrustSettings
 from edge.inspection.settings import MODES as INSPECTION_MODES
 from edge.inspection.settings import InspectionSettings
 from edge.protocol import Kind, Limits, topic
@@ -33,6 +35,7 @@ QUEUING = PipelineSettings()
 LIMITS = Limits()
 INSPECTING = InspectionSettings()
 STACKING = StackSettings()
+TRUSTING = TrustSettings()
 
 
 def key(default: Any, value_check: check.Check, doc: str, shown: str = "",
@@ -207,6 +210,26 @@ class StacksConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    mode: str = choice(TRUSTING.mode, TRUST_MODES,
+                       "Which converted tiles get a trust score ([trust.md](trust.md)): every "
+                       "tile, one in `every_n` (the first, the (n+1)-th, ...), or none (`\"off\"` "
+                       "does not even load the bundle's SEM->OSR generator). A bundle without "
+                       "trust statistics (`ssum bundle stats`) gives no tile one. A judged "
+                       "tile's header carries `trust`; its score is counted in "
+                       "`ssum_edge_trust_score`. The cycle runs a second generator, which costs "
+                       "about as much as the conversion (bench/results/trust_cpu.json).")
+    every_n: int = key(TRUSTING.every_n, check.positive_int,
+                       'With `mode = "nth"`: judge one tile in this many.')
+    map: bool = key(TRUSTING.map, check.boolean,
+                    "Publish each judged tile's trust map (a score per block of about 64 px) as a "
+                    "`trust/<scan_id>` message right after the converted tile.")
+
+    def settings(self) -> TrustSettings:
+        return TrustSettings(self.mode, self.every_n, self.map)
+
+
+@dataclass(frozen=True)
 class ShutdownConfig:
     drain_timeout_s: float = key(20.0, check.positive_number,
                                  "On SIGTERM, the longest the daemon converts and publishes what "
@@ -352,6 +375,7 @@ class EdgeConfig:
     queues: QueuesConfig = field(default_factory=QueuesConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     stacks: StacksConfig = field(default_factory=StacksConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mosaic: MosaicConfig = field(default_factory=MosaicConfig)
@@ -374,10 +398,11 @@ class EdgeConfig:
                                  device=model.device, threads=model.threads,
                                  max_batch=self.batching.max_batch, window=tiling.window,
                                  patch_size=tiling.patch_size, overlap=tiling.overlap,
-                                 max_pixels=tiling.max_pixels)
+                                 max_pixels=tiling.max_pixels, trust=self.trust.mode != "off")
 
     def pipeline_settings(self) -> PipelineSettings:
-        """How [batching], [queues], [limits], [stacks] and [input] set the pipeline up."""
+        """How [batching], [queues], [limits], [stacks], [trust] and [input] set the pipeline
+        up."""
         limits, stacks = self.limits, self.stacks
         return PipelineSettings(max_delay_ms=self.batching.max_delay_ms,
                                 capacity=self.queues.capacity, overload=self.overload_policy,
@@ -386,7 +411,8 @@ class EdgeConfig:
                                 detect_gaps=self.input.socket == "sub",
                                 scan_idle_s=limits.scan_idle_s,
                                 stacks=StackSettings(stacks.size, stacks.timeout_s,
-                                                     stacks.max_planes, stacks.height_map))
+                                                     stacks.max_planes, stacks.height_map),
+                                trust=self.trust.settings())
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}

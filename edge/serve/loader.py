@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from edge.inference.converter import Converter
 from edge.serve.bounds import check_batch_memory, check_queue_memory
 from edge.serve.config import EdgeConfig
 from edge.serve.model_source import resolve_bundle
+
+log = logging.getLogger(__name__)
 
 Loader = Callable[..., Converter]  # (config, warm_shape=None) -> Converter
 
@@ -27,6 +30,8 @@ def load_converter(config: EdgeConfig, warm_shape: tuple[int, int] | None = None
     try:
         check_batch_memory(config, bundle, patch_size, getattr(converter.tiler, "mode", "") == "fit")
         converter.warm_up(warm_shape)
+        if converter.judge is not None:
+            log.info("%s: %s", bundle.path, converter.judge.describe())
     except MemoryError as exc:
         converter.close()
         raise UserError(f"{config.source}: [batching] max_batch = {config.batching.max_batch}: "

@@ -29,11 +29,12 @@ LATENCY_BUCKETS = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-STAGES = ("preprocess", "queue", "infer", "blend", "publish")
+STAGES = ("preprocess", "queue", "infer", "blend", "trust", "publish")
 QUEUES = ("decode", "patches", "blend", "publish")
 DENSITY_BUCKETS = (0, 1e9, 1e10, 3e10, 1e11, 3e11, 1e12, 3e12)  # defects per m^2; 1e12 = 1 per um^2
 DROP_REASONS = ("queue_full", "shutdown", "send_failed")
-LOST_KINDS = ("error", "scan-end", "height", "defect")
+LOST_KINDS = ("error", "scan-end", "height", "defect", "trust")
+TRUST_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 RELOAD_RESULTS = ("ok", "unchanged", "failed")
 
 
@@ -143,6 +144,10 @@ class EdgeMetrics:
         self.inspection_latency = Histogram(
             PREFIX + "inspection_seconds", "Per tile, the time its inspection took.",
             buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.trust_score = Histogram(
+            PREFIX + "trust_score", "Per judged tile, its trust score (0-1, higher = more "
+            "trustworthy).", buckets=TRUST_BUCKETS, registry=reg,
         )
         self.build_info = Gauge(
             PREFIX + "build_info", "ssum-edge version (value 1).", ["version"], registry=reg

@@ -1,7 +1,7 @@
 """The conversion pipeline: threads on bounded queues, batching patches across tiles.
 
     submit() [receive thread] -> decode queue -> preprocess -> patches queue -> infer (batcher)
-        -> blend queue -> blend -> publish queue -> publish (in arrival order) -> sink
+        -> blend queue -> blend (and trust) -> publish queue -> publish (in arrival order) -> sink
 
 `submit` validates each message (edge.protocol: tiles and scan-ends alike), counts it and
 detects sequence gaps; rejected messages go straight to the publish stage as `error/` messages.
@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.inference.converter import Converter
+from edge.inference.trust import TrustResult, TrustSettings
 from edge.protocol import (
     ErrorCode,
     Kind,
@@ -43,6 +44,7 @@ from edge.protocol import (
     encode_height,
     encode_result,
     encode_scan_end,
+    encode_trust,
     topic,
 )
 from edge.serve.metrics import EdgeMetrics
@@ -79,7 +81,9 @@ class Observer(Protocol):
 class PipelineSettings:
     """Batches take up to the converter's max_batch patches, waiting at most max_delay_ms for
     more; each queue holds `capacity` items; `overload` is one of OVERLOAD_POLICIES; a scan
-    not heard of for `scan_idle_s` is forgotten (its scan-end then reports zero counts)."""
+    not heard of for `scan_idle_s` is forgotten (its scan-end then reports zero counts); `trust`
+    says which converted tiles are judged (when their model can be) and whether their trust map
+    is published."""
 
     max_delay_ms: float = 5.0
     capacity: int = 64
@@ -88,6 +92,7 @@ class PipelineSettings:
     detect_gaps: bool = True
     scan_idle_s: float = 3600.0
     stacks: StackSettings = field(default_factory=StackSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
 
 @dataclass(eq=False)
@@ -105,6 +110,7 @@ class TileJob:
     times: dict[str, float] = field(default_factory=dict)
     stack: Stack | None = None  # the planes this tile is fused from (in the preprocess stage)
     height: np.ndarray | None = None  # the fused stack's height map, published after the tile
+    trust: TrustResult | None = None  # its trust score (and map), in the blend stage
 
     @property
     def planes(self) -> int:
@@ -151,6 +157,7 @@ class Pipeline:
         self._scans = ScanBook(settings.scan_idle_s)
         self._stacks = StackBook(settings.stacks)
         self._rejections = RateLimitedLog(log)
+        self._blended = 0  # tiles blended so far: `[trust] mode = "nth"` counts them
         self._lock = threading.Lock()
         self._abort = threading.Event()
         self._closing = threading.Event()
@@ -581,7 +588,23 @@ class Pipeline:
                     item.error = f"blending failed: {exc}"
             item.outputs = []
             item.times["blend_end"] = time.monotonic()
+            if not item.error:
+                self._judge(item)
+            item.times["trust_end"] = time.monotonic()
             self.publish_q.put((item.index, item))
+
+    def _judge(self, job: TileJob) -> None:
+        """The tile's trust score, when [trust] has it due; a failure leaves the tile without."""
+        due = self.settings.trust.due(self._blended)
+        self._blended += 1
+        if not due or job.converter is None or job.image is None:
+            return
+        try:
+            job.trust = job.converter.trust(np.asarray(job.tile.image), job.image,
+                                            self.settings.trust.map)
+        except Exception as exc:  # noqa: BLE001 - the tile is published without a score
+            self._rejections.warning("trust", "judging tile seq %d of scan %s failed: %r",
+                                     job.tile.seq, job.tile.scan_id, exc)
 
     def _publish_loop(self) -> None:
         try:
@@ -676,6 +699,8 @@ class Pipeline:
             "latency_ms": {**{k: round(v * 1e3, 3) for k, v in stages.items()},
                            "total": round(total * 1e3, 3)},
         }
+        if job.trust is not None:
+            extra["trust"] = job.trust.header()
         assert job.image is not None
         try:
             frames = encode_result(job.tile.header, job.image, extra)
@@ -697,6 +722,11 @@ class Pipeline:
             self._scans.count(job.tile.scan_id, "stacks")
         if job.height is not None:
             self._publish_extra(sink, [encode_height(job.tile.header, job.height)])
+        if job.trust is not None:
+            self.metrics.trust_score.observe(job.trust.score)
+            if job.trust.map is not None:
+                self._publish_extra(sink, [encode_trust(job.tile.header, job.trust.map,
+                                                        job.trust.score)])
         for observer in self._observers:
             self._publish_extra(sink, self._observe(observer.converted, job.tile.header,
                                                     job.image))
@@ -711,7 +741,8 @@ class Pipeline:
             "queue": (t["pre_start"] - job.t_recv) + (t["infer_start"] - t["pre_end"]),
             "infer": t["infer_end"] - t["infer_start"],
             "blend": t["blend_end"] - t["infer_end"],
-            "publish": now - t["blend_end"],
+            "trust": t["trust_end"] - t["blend_end"],
+            "publish": now - t["trust_end"],
         }
 
     @staticmethod

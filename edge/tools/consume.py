@@ -1,8 +1,9 @@
 """The reference client of the daemon's output (`ssum consume`).
 
 Per scan it writes, under OUT/<scan_id>/: tiles/rRRR_cCCC.tif (16-bit), tiles.jsonl (one header a
-line), errors.jsonl, heights/rRRR_cCCC.tif (the height maps of fused z-stacks, float32 nm), and
-at scan-end mosaic.ome.tif, mosaic.png and summary.json; when the daemon inspects, defects.json
+line), errors.jsonl, heights/rRRR_cCCC.tif (the height maps of fused z-stacks, float32 nm),
+trust/rRRR_cCCC.tif (the trust maps, float32 block scores), and at scan-end mosaic.ome.tif,
+mosaic.png and summary.json; when the daemon inspects, defects.json
 (the defect messages' records) and overlay.png (the mosaic with a numbered box per defect).
 """
 
@@ -24,6 +25,7 @@ import zmq
 from edge.errors import UserError
 from edge.imaging.imageio import read_image, to_float01, write_png8, write_tiff16
 from edge.imaging.mosaic import MosaicBuilder, write_ome_tiff
+from edge.inference.trust import LOW_TRUST
 from edge.inspection.overlay import write_overlay
 from edge.inspection.records import from_record
 from edge.protocol import (
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SOCKET_KINDS = ("sub", "pull")
 TOPICS = tuple(topic(kind) for kind in (Kind.SEM, Kind.ERROR, Kind.SCAN_END, Kind.DEFECT,
-                                        Kind.HEIGHT))
+                                        Kind.HEIGHT, Kind.TRUST))
 PREVIEW_MAX_SIDE = 2048
 
 
@@ -57,6 +59,14 @@ def latency_stats(values_ms: list[float]) -> dict[str, float] | None:
         return None
     p50, p99 = np.percentile(values_ms, [50, 99])
     return {"n": len(values_ms), "p50": float(p50), "p99": float(p99), "max": max(values_ms)}
+
+
+def trust_stats(scores: list[float]) -> dict[str, float] | None:
+    """The judged tiles' trust scores: count, mean, minimum, and how many are low-trust."""
+    if not scores:
+        return None
+    return {"n": len(scores), "mean": float(np.mean(scores)), "min": min(scores),
+            "low": sum(score < LOW_TRUST for score in scores), "low_below": LOW_TRUST}
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -82,6 +92,8 @@ class ScanCollector:
         self.tiles: dict[tuple[int, int], tuple[Path, float, float]] = {}
         self.planes = 0  # the rig's tiles the converted tiles stand for (z-stacks: their planes)
         self.heights = 0
+        self.trust_maps = 0
+        self.trust_scores: list[float] = []
         self.pixel_size_nm: float | None = None
         self.daemon_ms: list[float] = []
         self.capture_to_receive_ms: list[float] = []
@@ -100,6 +112,9 @@ class ScanCollector:
         total = (header.get("latency_ms") or {}).get("total")
         if isinstance(total, (int, float)):
             self.daemon_ms.append(float(total))
+        score = (header.get("trust") or {}).get("score")
+        if isinstance(score, (int, float)):
+            self.trust_scores.append(float(score))
         self.capture_to_receive_ms.append((t_receive - header["t_capture"]) * 1000.0)
 
     def add_height(self, header: dict, image: np.ndarray) -> None:
@@ -107,6 +122,12 @@ class ScanCollector:
         path.parent.mkdir(exist_ok=True)
         tifffile.imwrite(path, np.asarray(image, np.float32))
         self.heights += 1
+
+    def add_trust(self, header: dict, image: np.ndarray) -> None:
+        path = self.directory / "trust" / _tile_name(header)
+        path.parent.mkdir(exist_ok=True)
+        tifffile.imwrite(path, np.asarray(image, np.float32))
+        self.trust_maps += 1
 
     def add_error(self, record: dict) -> None:
         self.error_codes[str(record.get("error", "unknown"))] += 1
@@ -149,6 +170,8 @@ class ScanCollector:
             "errors_by_code": dict(self.error_codes),
             "missing_tiles": expected - self.planes if isinstance(expected, int) else None,
             "height_maps": self.heights,
+            "trust": trust_stats(self.trust_scores),
+            "trust_maps": self.trust_maps,
             "scan_end": self.scan_end,
             "latency_ms": {
                 "daemon_total": latency_stats(self.daemon_ms),
@@ -207,6 +230,8 @@ class Consumer:
             self.finish(scan, message.header)
         elif message.kind == Kind.HEIGHT and message.image is not None:
             scan.add_height(message.header, message.image)
+        elif message.kind == Kind.TRUST and message.image is not None:
+            scan.add_trust(message.header, message.image)
         else:
             log.debug("ignoring %s message for scan %s", message.kind, scan.scan_id)
 

@@ -1,6 +1,6 @@
 """The live view of a scan (`ssum view`): a web page on 127.0.0.1 showing the current scan's
 mosaic filling in as converted tiles arrive, with the input mosaic (when the rig's stream is
-given), tile count and latency.
+given), the trust maps (when the daemon publishes them), tile count and latency.
 
 A subscriber thread feeds a `ScanView` from the daemon's output (and optionally the rig's);
 a Flask application serves the page, the state as JSON and each layer as a PNG, re-rendered
@@ -29,7 +29,7 @@ from edge.transport import SocketOptions, socket_in
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("converted", "input")
+LAYERS = ("converted", "input", "trust")
 PREVIEW_MAX_SIDE = 1600
 
 
@@ -81,6 +81,9 @@ class ScanView:
                     self.latency_ms.append(float(total))
             elif message.kind == Kind.TILE and message.image is not None:
                 self.layers["input"].add(message.header, message.image)
+            elif message.kind == Kind.TRUST and message.image is not None \
+                    and message.scan_id == self.scan_id:
+                self.layers["trust"].add(*tile_sized(message.header, message.image))
             elif message.kind == Kind.ERROR and message.scan_id == self.scan_id:
                 self.errors += 1
             elif message.kind == Kind.SCAN_END and message.scan_id == self.scan_id:
@@ -104,6 +107,16 @@ class ScanView:
     def png(self, layer: str) -> bytes | None:
         with self.lock:
             return self.layers[layer].render()
+
+
+def tile_sized(header: dict, trust_map: np.ndarray) -> tuple[dict, np.ndarray]:
+    """A trust map as a tile-sized image of its blocks (the header with the tile's pixel size),
+    so that it stitches like the converted tiles."""
+    width, height = int(header["tile_width"]), int(header["tile_height"])
+    blocks = cv2.resize(np.asarray(trust_map, np.float32), (width, height),
+                        interpolation=cv2.INTER_NEAREST)
+    pixel_nm = float(header["pixel_size_nm"]) * trust_map.shape[1] / width
+    return {**header, "pixel_size_nm": pixel_nm}, blocks
 
 
 def subscribe(view: ScanView, endpoint: str, kinds: tuple[Kind, ...], stop: threading.Event,
@@ -154,7 +167,7 @@ PAGE = """<!doctype html>
 <h1>ssum-edge <span id="scan">(no scan yet)</span></h1>
 <p><button id="b-converted" class="on" onclick="show('converted')">converted</button>
 <button id="b-input" onclick="show('input')">input</button>
-<button id="b-trust" disabled title="trust maps come with the trust score">trust map</button>
+<button id="b-trust" onclick="show('trust')" title="each tile's trust map: dark = low trust">trust map</button>
 <span id="counts"></span> <span id="latency"></span></p>
 <img id="mosaic" alt="the mosaic appears as tiles arrive">
 <script>
@@ -171,7 +184,7 @@ async function tick() {
       ? s.scan_id + (s.complete ? " (complete)" : "") : "(no scan yet)";
     document.getElementById("counts").textContent =
       "tiles: " + s.tiles.converted + " converted, " + s.tiles.input + " input, "
-      + s.errors + " errors";
+      + s.tiles.trust + " trust maps, " + s.errors + " errors";
     document.getElementById("latency").textContent = s.latency_ms
       ? "latency p50 " + s.latency_ms.p50.toFixed(0) + " ms, p99 "
         + s.latency_ms.p99.toFixed(0) + " ms" : "";
@@ -195,7 +208,7 @@ class ViewServer:
         self.view = ScanView()
         self._stop = threading.Event()
         feeds: list[tuple[str, tuple[Kind, ...]]] = [
-            (daemon_endpoint, (Kind.SEM, Kind.ERROR, Kind.SCAN_END))]
+            (daemon_endpoint, (Kind.SEM, Kind.ERROR, Kind.SCAN_END, Kind.TRUST))]
         if rig_endpoint:
             feeds.append((rig_endpoint, (Kind.TILE,)))
         self._threads = [threading.Thread(target=subscribe, args=(self.view, e, k, self._stop),

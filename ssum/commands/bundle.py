@@ -1,5 +1,5 @@
-"""`ssum bundle info | sign | verify | rdf`: what a model bundle is; its manifest signature;
-its BioImage Model Zoo description."""
+"""`ssum bundle info | sign | verify | rdf | stats`: what a model bundle is; its manifest
+signature; its BioImage Model Zoo description; the training data's trust statistics."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rdf", help="write the bundle's BioImage Model Zoo rdf.yaml (format 0.5) and test tensors",
         description="ssum export writes it for new bundles; this writes it for an existing one.")
     rdf.add_argument("bundle", type=Path)
+    stats = actions.add_parser(
+        "stats", help="record the training data's trust statistics in a bundle's manifest",
+        description="Measures the OSR images of the pairs folder the model was trained on (its "
+        "manifest's training.data_origin says how it was made) with the trust score's own "
+        "statistics (and its cycle, when the bundle has a SEM->OSR generator) and records "
+        "their ranges in manifest.json (`trust`, docs/trust.md). A signed bundle loses its "
+        "signature: sign it again.")
+    stats.add_argument("bundle", type=Path)
+    stats.add_argument("--data", type=Path, required=True,
+                       help="the training pairs folder (osr/ and sem/)")
+    stats.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     verify = actions.add_parser("verify", help="check the files and the signature of a bundle")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--trusted", type=Path, required=True,
@@ -40,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "rdf":
         print(f"wrote {write_rdf(load_bundle(args.bundle))}")
         return 0
+    if args.action == "stats":
+        return _record_statistics(args.bundle, args.data, args.threads)
     if args.action == "verify":
         load_bundle(args.bundle)
         key = verify_bundle(args.bundle, load_trusted_keys(args.trusted))
@@ -58,4 +71,28 @@ def run(args: argparse.Namespace) -> int:
     evaluation = bundle.manifest.get("evaluation") or {}
     if evaluation:
         print("  evaluation: " + json.dumps(evaluation)[:300])
+    reverse = bundle.reverse
+    if reverse is not None:
+        print(f"  reverse (SEM->OSR, for the trust score) {reverse.path.name}  sha256 "
+              f"{reverse.sha256[:16]}")
+    trust = bundle.manifest.get("trust")
+    print(f"  trust statistics: {trust.get('images')} images of "
+          f"{(trust.get('source') or {}).get('data')}"
+          f"{' with the cycle' if 'cycle' in trust else ''}" if trust else
+          "  trust statistics: none (ssum bundle stats)")
+    return 0
+
+
+def _record_statistics(bundle: Path, data: Path, threads: int) -> int:
+    from edge.inference.converter import ConverterSettings
+    from trainer.export import record_statistics
+
+    signed = (bundle / SIGNATURE).is_file()
+    trust = record_statistics(bundle, data, ConverterSettings(threads=threads))
+    cycle = " and the cycle" if "cycle" in trust else " (no SEM->OSR generator: no cycle)"
+    print(f"{bundle}: trust statistics of {trust['images']} images ({trust['blocks']} blocks)"
+          f"{cycle} recorded in manifest.json")
+    if signed and not (bundle / SIGNATURE).is_file():
+        print(f"{bundle}: the manifest changed, its signature was removed: sign it again "
+              "(ssum bundle sign)")
     return 0

@@ -1,5 +1,6 @@
 """`ssum convert`: offline conversion of image files of any size, with the daemon's own code
-(shared preprocessing, patch planning and blending, backends), streamed from and to disk."""
+(shared preprocessing, patch planning and blending, backends, trust score), streamed from and
+to disk."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from edge.inference.backends import BACKENDS
 from edge.inference.bundle import PRECISIONS, default_bundle_path
 from edge.inference.converter import PATCHING, Converter, ConverterSettings
 from edge.inference.tiling import WINDOWS
-from edge.tools.convert import convert_file, convert_stack, input_files
+from edge.tools.convert import Converted, convert_file, convert_stack, input_files
 from ssum.arguments import add_inputs_and_out
 
 DEFAULTS = ConverterSettings()
@@ -21,7 +22,8 @@ DEFAULTS = ConverterSettings()
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inputs_and_out(parser, "TIFF/PNG files (8- or 16-bit, any size) or folders of them "
                                "(with --stack: z-stacks)",
-                       "output folder: OUT/<stem>.tif (16-bit)")
+                       "output folder: OUT/<stem>.tif (16-bit); with a bundle that has trust "
+                       "statistics also OUT/<stem>.trust.json and OUT/<stem>.trust.tif")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default: models/default)")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend)
@@ -40,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULTS.max_pixels}; ONNX Runtime's memory grows with it)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
                         help="CPU threads (0: all)")
+    trust = parser.add_argument_group("trust score (docs/trust.md)")
+    trust.add_argument("--no-trust", action="store_true",
+                       help="no trust score (and no SEM->OSR generator loaded)")
+    trust.add_argument("--no-trust-map", action="store_true",
+                       help="the score only, no OUT/<stem>.trust.tif block map")
     stack = parser.add_argument_group("z-stacks (docs/focus-stacks.md)")
     stack.add_argument("--stack", action="store_true",
                        help="each IMAGE is a z-stack (a multi-page TIFF or a folder of planes): "
@@ -57,24 +64,37 @@ def run(args: argparse.Namespace) -> int:
     settings = ConverterSettings(backend=args.backend, precision=args.precision,
                                  device=args.device, threads=args.threads,
                                  max_batch=args.batch_size, window=args.window,
-                                 patching=args.patching, max_pixels=args.max_pixels)
+                                 patching=args.patching, max_pixels=args.max_pixels,
+                                 trust=not args.no_trust)
+    trust_map = not args.no_trust_map
     failures = 0
     with Converter.from_bundle(args.bundle or default_bundle_path(), settings) as converter:
         backend = converter.backend
         print(f"model {converter.label} on {backend.name}/{backend.precision} ({backend.device})")
+        if converter.judge is not None:
+            print(converter.judge.describe())
         for path in input_files(args.images, args.stack):
             start = time.perf_counter()
             try:
                 if args.stack:
-                    target, (height, width) = convert_stack(converter, path, args.out,
-                                                            args.z_step, args.z_start)
+                    done = convert_stack(converter, path, args.out, args.z_step, args.z_start,
+                                         trust_map)
                 else:
-                    target, (height, width) = convert_file(converter, path, args.out)
+                    done = convert_file(converter, path, args.out, trust_map)
             except UserError as exc:
                 failures += 1
                 print(f"error: {path}: {exc}")
                 continue
-            print(f"{path} -> {target} ({width}x{height} px, {time.perf_counter() - start:.2f} s)")
+            height, width = done.shape
+            print(f"{path} -> {done.path} ({width}x{height} px, "
+                  f"{time.perf_counter() - start:.2f} s{_trust_note(done)})")
     if failures:
         print(f"{failures} file(s) failed")
     return 1 if failures else 0
+
+
+def _trust_note(done: Converted) -> str:
+    if done.trust is not None:
+        outlier = f", {done.trust.outlier} out of range" if done.trust.outlier else ""
+        return f", trust {done.trust.score:.2f}{outlier}"
+    return f", no trust: {done.untrusted}" if done.untrusted else ""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, stats
 
+# shared with the edge (the trust score's cycle fit), re-exported for the trainer
+from edge.imaging.statistics import affine_intensity_fit  # noqa: F401
+
 SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_TRUNCATE = 0.01, 0.03, 1.5, 3.5
 
 
@@ -92,11 +95,3 @@ def error_map(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Signed per-pixel error pred - ref (float32)."""
     p, r = _check_pair(pred, ref)
     return (p - r).astype(np.float32)
-
-
-def affine_intensity_fit(x: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """Least-squares (a, b) minimising sum (a x + b - ref)^2 over all pixels."""
-    xs, rs = _check_pair(x, ref)
-    design = np.column_stack([xs.ravel(), np.ones(xs.size)])
-    (a, b), *_ = np.linalg.lstsq(design, rs.ravel(), rcond=None)
-    return float(a), float(b)

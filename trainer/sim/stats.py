@@ -6,8 +6,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.imaging.statistics import noise_std, radial_power_spectrum, spectrum_metrics
+
 EDGE_HALF_WINDOW = 12
-SPECTRUM_BINS = 16
 
 
 def two_class_mask(image: np.ndarray) -> np.ndarray:
@@ -15,12 +16,6 @@ def two_class_mask(image: np.ndarray) -> np.ndarray:
     smooth = cv2.medianBlur(np.round(image * 255).astype(np.uint8), 5)
     _, mask = cv2.threshold(smooth, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return mask.astype(bool)
-
-
-def noise_std(image: np.ndarray) -> float:
-    """Robust noise estimate from horizontal neighbour differences (MAD, edges are outliers)."""
-    diff = np.diff(image.astype(np.float64), axis=1).ravel()
-    return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / np.sqrt(2.0))
 
 
 def _runs(mask_rows: np.ndarray) -> np.ndarray:
@@ -84,34 +79,6 @@ def edge_metrics(profile: np.ndarray) -> dict[str, float]:
     }
 
 
-def radial_power_spectrum(image: np.ndarray, bins: int = SPECTRUM_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """Radially averaged power spectrum of the Hann-windowed, standardised image.
-
-    Returns (bin-centre frequencies in cycles/pixel up to 0.5, mean power per bin)."""
-    img = image.astype(np.float64)
-    img = (img - img.mean()) / max(img.std(), 1e-12)
-    window = np.outer(np.hanning(img.shape[0]), np.hanning(img.shape[1]))
-    power = np.abs(np.fft.fft2(img * window)) ** 2 / window.sum() ** 2 * img.size
-    fy = np.fft.fftfreq(img.shape[0])[:, None]
-    fx = np.fft.fftfreq(img.shape[1])[None, :]
-    radius = np.hypot(fy, fx)
-    edges = np.linspace(0.0, 0.5, bins + 1)
-    which = np.digitize(radius.ravel(), edges) - 1
-    valid = (which >= 0) & (which < bins) & (radius.ravel() > 0)
-    total = np.bincount(which[valid], power.ravel()[valid], bins)
-    count = np.maximum(np.bincount(which[valid], minlength=bins), 1)
-    return (edges[:-1] + edges[1:]) / 2.0, total / count
-
-
-def spectrum_metrics(freqs: np.ndarray, power: np.ndarray) -> dict[str, float]:
-    """Log-log slope over 0.03-0.25 cycles/px and high-to-low frequency power ratio in dB."""
-    band = (freqs > 0.03) & (freqs < 0.25)
-    slope = float(np.polyfit(np.log10(freqs[band]), np.log10(power[band]), 1)[0])
-    high = power[freqs > 0.4].mean()
-    low = power[(freqs > 0.03) & (freqs < 0.1)].mean()
-    return {"spectrum_slope": slope, "spectrum_high_low_db": float(10 * np.log10(high / low))}
-
-
 def image_stats(image: np.ndarray) -> dict[str, float]:
     """All comparison figures for one float image in [0, 1]."""
     mask = two_class_mask(image)
@@ -123,7 +90,7 @@ def image_stats(image: np.ndarray) -> dict[str, float]:
         "dark_level": float(np.median(image[~mask])) if (~mask).any() else float("nan"),
         "bright_level": float(np.median(image[mask])) if mask.any() else float("nan"),
         "dark_fraction": float((~mask).mean()),
-        "noise_std": noise_std(image),
+        "noise_std": float(noise_std(image)),
         "narrowest_dark_px": narrowest_width_px(~mask),
         "narrowest_bright_px": narrowest_width_px(mask),
     }
