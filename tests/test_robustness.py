@@ -91,3 +91,15 @@ def test_user_errors_are_one_line(tiny_bundle, tmp_path, capsys, argv, message):
 def test_settings_refuse_no_seeds():
     with pytest.raises(UserError, match="seed"):
         RobustnessSettings(seeds=()).validated()
+
+
+def test_the_trust_score_is_judged_over_the_grid(tmp_path, trusted_bundle_source, capsys):
+    """`--robustness --trust`: every distinct grid tile judged once, the AUROC written."""
+    out = tmp_path / "eval"
+    assert main(["eval", "--robustness", "--trust", "--bundle", str(trusted_bundle_source), "--seeds",
+                 "300", "--size", "128", "--factors", "fwhm,contrast", "--out", str(out)]) == 0
+    report = json.loads((out / "trust.json").read_text())
+    names = [tile["name"] for tile in report["tiles"]]
+    assert len(names) == len(set(names)) == 6  # fwhm's 5 levels (one the centre) + reversed
+    assert all(0.0 <= tile["score"] <= 1.0 for tile in report["tiles"])
+    assert "AUROC" in capsys.readouterr().out

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "OUT/robustness.json, .md and .png)")
     robust.add_argument("--size", type=int, default=None,
                         help=f"pair side in px (default {ROBUSTNESS_SIZE})")
+    robust.add_argument("--trust", action="store_true",
+                        help="also judge every grid tile with the bundle's trust score: AUROC "
+                             "for tiles the model harmed vs helped (writes OUT/trust.json)")
     robust.add_argument("--factors", default=None,
                         help=f"comma-separated subset of {','.join(FACTOR_NAMES)} (default all)")
 

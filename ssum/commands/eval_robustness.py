@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from edge.errors import UserError
-from edge.inference.bundle import default_bundle_path, load_bundle
+from edge.inference.bundle import Bundle, default_bundle_path, load_bundle
 from edge.inference.converter import Converter, ConverterSettings
 from ssum.commands.eval_inspection import parse_seeds
 from trainer.evaluation.robustness import (
@@ -14,8 +16,10 @@ from trainer.evaluation.robustness import (
     RobustnessSettings,
     evaluate_robustness,
     format_table,
+    grid_pairs,
     write_robustness,
 )
+from trainer.evaluation.trust import evaluate_trust
 
 DEFAULTS = RobustnessSettings()
 
@@ -45,4 +49,19 @@ def run_robustness(args: argparse.Namespace) -> int:
           f"{report['bundle']}; * the grid centre (the narrow domain):")
     print(format_table(report))
     print(f"wrote {paths['json']}, {paths['table']} and {paths['plot']}")
+    if args.trust:
+        judge_grid(bundle, settings, args.out)
     return 0
+
+
+def judge_grid(bundle: Bundle, settings: RobustnessSettings, out_dir: Path) -> None:
+    """The trust score of every grid tile against whether the model helped it (registered
+    scoring: harm is PSNR gain < 0 or an FRC ratio > 1): AUROC and Spearman."""
+    grid = grid_pairs(settings)
+    result = evaluate_trust(bundle, [(osr, sem) for _, osr, sem in grid],
+                            register=True, names=[name for name, _, _ in grid])
+    path = out_dir / "trust.json"
+    path.write_text(json.dumps(result.to_dict(), indent=1))
+    print(f"trust over the grid: {len(grid)} tiles, {result.harmful} harmed by the model "
+          f"(registered); AUROC {result.auroc:.3f} (harmed vs helped), Spearman with the PSNR "
+          f"gain {result.spearman:.3f}; wrote {path}")

@@ -198,6 +198,23 @@ def evaluate_condition(convert: Convert, level: Level,
         {"images": images}
 
 
+def grid_pairs(settings: RobustnessSettings) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every distinct level's pairs (the grid centre once): (factor=level/seed, OSR, SEM)."""
+    s = settings.validated()
+    seen: set[str] = set()
+    out = []
+    for factor in (f for f in FACTORS if f.name in s.factors):
+        for level in factor.levels:
+            key = json.dumps(level.overrides, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            for seed in s.seeds:
+                osr, sem, _ = make_pair(seed, s.size, s.pixel_size_nm, **level.overrides)
+                out.append((f"{factor.name}={level.label}/{seed}", osr, sem))
+    return out
+
+
 def evaluate_robustness(convert: Convert, settings: RobustnessSettings | None = None) -> dict[str, Any]:
     """Score `convert` over every chosen factor's levels (the grid centre is simulated once)."""
     s = (settings or RobustnessSettings()).validated()
