@@ -46,6 +46,15 @@ def renamed_copy(bundle: Path, target: Path, name: str) -> Path:
     return target
 
 
+def rss_floor(pid: int, seconds: float) -> int:
+    """The least RSS of `pid` sampled every 0.2 s for `seconds` (at least one sample)."""
+    least, end = rss_bytes(pid), time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        least = min(least, rss_bytes(pid))
+    return least
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         notify = NotifyListener(root)
         daemon = start_daemon(config, notify, root / "daemon.log")
         stream = Stream(ports, make_tiles(4, args.tile, seed=424242), args.rate)
-        reloads, memory = [], []
+        reloads, memory, floors = [], [], []
         try:
             time.sleep(args.every)
             for k in range(1, args.swaps + 1):
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "window": (start, time.monotonic()),
                                 "caught_up": stream.drained(60)})
                 memory.append(rss_bytes(daemon.pid))
-                time.sleep(max(0.0, args.every - seconds))
+                floors.append(rss_floor(daemon.pid, max(0.0, args.every - seconds)))
         finally:
             stream.finish()
             exit_code = stop_daemon(daemon)
@@ -183,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         "longest_gap_otherwise_s": max(other, default=0.0),
         "rss_after_first_swap_bytes": memory[0] if memory else 0,
         "rss_after_last_swap_bytes": memory[-1] if memory else 0,
-        "rss_after_each_swap_bytes": memory, "daemon_exit_code": exit_code,
+        "rss_after_each_swap_bytes": memory,
+        "rss_floor_after_each_swap_bytes": floors,
+        "rss_floor_note": "the least RSS sampled every 0.2 s until the next swap: the memory the "
+                          "daemon holds between conversions (a sample right after a tile can "
+                          "catch ONNX Runtime's working memory of that conversion)",
+        "daemon_exit_code": exit_code,
     }
     if exit_code != 0:
         print(f"the daemon exited with {exit_code}; its log ends:\n{log_tail}")
@@ -197,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['longest_gap_during_swap_s']:.2f} s, otherwise median "
           f"{result['median_gap_otherwise_s']:.2f} s, longest {result['longest_gap_otherwise_s']:.2f} s")
     print(f"daemon RSS after swap 1: {result['rss_after_first_swap_bytes'] / 2**20:.0f} MiB, after "
-          f"swap {args.swaps}: {result['rss_after_last_swap_bytes'] / 2**20:.0f} MiB")
+          f"swap {args.swaps}: {result['rss_after_last_swap_bytes'] / 2**20:.0f} MiB; settled "
+          f"(least until the next swap) {floors[0] / 2**20:.0f} and {floors[-1] / 2**20:.0f} MiB")
     print(f"wrote {relative(args.out)}")
     return 0
 
