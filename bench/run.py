@@ -74,14 +74,14 @@ def tile_header(scan_id: str, seq: int, size: int) -> dict[str, Any]:
 
 
 def write_config(path: Path, bundle: Path, ports: dict[str, int], threads: int, max_batch: int,
-                 window: str) -> Path:
-    """The daemon's edge.toml: PULL in (lossless, back-pressured), PUB out."""
+                 window: str, trust: str) -> Path:
+    """The daemon's edge.toml: PULL in (lossless, back-pressured), PUB out; `[trust] mode`."""
     config = build_config({
         "input": {"socket": "pull", "endpoint": f"tcp://127.0.0.1:{ports['input']}", "mode": "bind"},
         "output": {"socket": "pub", "endpoint": f"tcp://127.0.0.1:{ports['output']}"},
         "model": {"bundle": str(bundle), "threads": threads}, "tiling": {"window": window},
         "batching": {"max_batch": max_batch}, "queues": {"overload": "block"},
-        "metrics": {"port": ports["metrics"]}, "log": {"level": "WARNING"}}, "bench")
+        "trust": {"mode": trust}, "metrics": {"port": ports["metrics"]}, "log": {"level": "WARNING"}}, "bench")
     path.write_text(to_toml(config))
     return path
 
@@ -212,8 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--window", default="hann")
-    parser.add_argument("--out", type=Path, default=REPO / "bench/results/daemon_cpu.json")
+    parser.add_argument("--trust", choices=("every", "off"), default="every",
+                        help="the daemon's [trust] mode (every: its default; off: the same work "
+                             "as the backend-alone ceiling)")
+    parser.add_argument("--suffix", default="", help="results file: daemon_cpu<SUFFIX>.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: bench/results/daemon_cpu<SUFFIX>.json")
     args = parser.parse_args(argv)
+    args.out = args.out or REPO / f"bench/results/daemon_cpu{args.suffix}.json"
 
     bundle = Path(args.bundle or default_bundle_path())
     load_bundle(bundle)
@@ -221,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ports = {name: free_port() for name in ("input", "output", "metrics")}
     with tempfile.TemporaryDirectory(prefix="ssum-bench-config-") as tmp:
         config = write_config(Path(tmp) / "edge.toml", bundle, ports, args.threads,
-                              args.max_batch, args.window)
+                              args.max_batch, args.window, args.trust)
         engine = load_converter(load_config(config))
         labels = engine.model_info
         backend = bench_backend(engine, tiles, args.max_batch)
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "make bench (python bench/run.py " + " ".join(argv or sys.argv[1:]) + ")",
         "machine": machine(), "model": labels, "bundle": relative(bundle),
         "tile_px": args.tile, "tiles": args.tiles, "max_batch": args.max_batch,
-        "threads": args.threads, "window": args.window,
+        "threads": args.threads, "window": args.window, "trust_mode": args.trust,
         "backend_tiles_per_s": backend["tiles_per_s"], "patches_per_tile": backend["patches_per_tile"],
         "daemon_tiles_per_s": daemon["tiles_per_s"],
         "ratio_daemon_to_backend": daemon["tiles_per_s"] / backend["tiles_per_s"],
