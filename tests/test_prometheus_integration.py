@@ -129,7 +129,8 @@ def test_prometheus_scrapes_the_daemon_during_a_replayed_scan(prometheus):
 
     rules = json.loads(http_get(f"{base}/api/v1/rules"))["data"]["groups"]
     loaded = {r["name"] for g in rules for r in g["rules"]}
-    written = set(re.findall(r"^\s*- alert: (\w+)", (PROM_DIR / "alerts.yml").read_text(), re.M))
+    alerts = (PROM_DIR / "alerts.yml").read_text()
+    written = set(re.findall(r"^\s*- alert: (\w+)", alerts, re.MULTILINE))
     assert len(written) >= 9 and loaded == written
     assert all(r["health"] == "ok" for g in rules for r in g["rules"])
     firing = _query(base, 'ALERTS{alertstate="firing", alertname=~"SsumEdge.*"}')
