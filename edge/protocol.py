@@ -226,11 +226,7 @@ def _validate_tile_header(header: dict, scan_id: str) -> None:
             f"whitespace or control characters, got {_shown(header['scan_id'])}",
         )
     for name in INT_FIELDS:
-        value = header[name]
-        minimum = 1 if name in ("width", "height") else 0
-        if not _is_int(value) or not minimum <= value <= MAX_INT:
-            raise fail(ErrorCode.BAD_FIELD,
-                       f"{name} must be an integer in [{minimum}, {MAX_INT}], got {_shown(value)}")
+        _require_int(fail, name, header[name], 1 if name in ("width", "height") else 0, MAX_INT)
     for name in NUMBER_FIELDS:
         if not _is_number(header[name]):
             raise fail(ErrorCode.BAD_FIELD, f"{name} must be a number of magnitude <= 2**53, "
@@ -252,10 +248,15 @@ def _validate_stack_fields(header: dict, fail: Callable[[ErrorCode, str], Protoc
     if "z_nm" in header and not _is_number(header["z_nm"]):
         raise fail(ErrorCode.BAD_FIELD,
                    f"z_nm must be a number of magnitude <= 2**53, got {_shown(header['z_nm'])}")
-    size = header.get("stack_size", 1)
-    if not _is_int(size) or not 1 <= size <= MAX_STACK_SIZE:
-        raise fail(ErrorCode.BAD_FIELD, f"stack_size must be an integer in [1, {MAX_STACK_SIZE}], "
-                                        f"got {_shown(size)}")
+    _require_int(fail, "stack_size", header.get("stack_size", 1), 1, MAX_STACK_SIZE)
+
+
+def _require_int(fail: Callable[[ErrorCode, str], ProtocolError], name: str, value: Any,
+                 low: int, high: int) -> None:
+    """An integer field within [low, high], else a bad_field error naming it."""
+    if not _is_int(value) or not low <= value <= high:
+        raise fail(ErrorCode.BAD_FIELD,
+                   f"{name} must be an integer in [{low}, {high}], got {_shown(value)}")
 
 
 def _check_limits(header: dict, pixels: memoryview, limits: Limits, scan_id: str) -> int:
@@ -492,10 +493,7 @@ def decode_scan_end(frames: Sequence[Any]) -> ScanEnd:
     if not _is_int(header["v"]) or header["v"] != PROTOCOL_VERSION:
         raise fail(ErrorCode.UNSUPPORTED_VERSION,
                    f"protocol version {_shown(header['v'])} is not supported")
-    n_tiles = header.get("n_tiles", 0)
-    if not _is_int(n_tiles) or not 0 <= n_tiles <= MAX_INT:
-        raise fail(ErrorCode.BAD_FIELD, f"n_tiles must be an integer in [0, {MAX_INT}], "
-                                        f"got {_shown(n_tiles)}")
+    _require_int(fail, "n_tiles", header.get("n_tiles", 0), 0, MAX_INT)
     if pixels.nbytes:
         raise fail(ErrorCode.BYTE_COUNT, f"a scan-end carries no pixels, got {pixels.nbytes} bytes")
     return ScanEnd(topic_scan, header)

@@ -148,16 +148,16 @@ def write_figure(scene: StackScene, convert: Convert, path: Any,
     import matplotlib.pyplot as plt
 
     fused = fuse_stack(scene.planes, scene.z_nm, settings.focus)
-    rows = [_scored(p, convert(p), scene.sem, settings.pixel_size_nm)["psnr"]
-            for p in scene.planes]
-    best = int(np.argmax(rows))
+    outputs = [np.clip(convert(p), 0, 1) for p in scene.planes]
+    best = int(np.argmax([_scored(p, out, scene.sem, settings.pixel_size_nm)["psnr"]
+                          for p, out in zip(scene.planes, outputs, strict=True)]))
     dy, dx = scene.drift_px[fused.reference]
     panels = [
         (scene.planes[0], f"plane z = {scene.z_nm[0]:.0f} nm", "gray"),
         (scene.planes[-1], f"plane z = {scene.z_nm[-1]:.0f} nm", "gray"),
         (fused.image, f"fused ({len(scene.planes)} planes)", "gray"),
         (fused.height_nm, "height from focus (nm)", "viridis"),
-        (np.clip(convert(scene.planes[best]), 0, 1), f"best plane ({best}) converted", "gray"),
+        (outputs[best], f"best plane ({best}) converted", "gray"),
         (np.clip(convert(fused.image), 0, 1), "fused, converted", "gray"),
         (scene.sem, "SEM", "gray"),
         (_shift(scene.height_nm, float(dy), float(dx)), "true height (nm)", "viridis"),
