@@ -14,7 +14,9 @@ from trainer.evaluation.robustness import (
     FACTORS,
     RobustnessSettings,
     evaluate_robustness,
+    grid_pairs,
 )
+from trainer.evaluation.trust import evaluate_trust
 from trainer.sim.pairs import make_pair
 
 REQUIRED = {"fwhm", "photons", "falloff", "contrast", "pixel_size", "misregistration"}
@@ -103,3 +105,11 @@ def test_the_trust_score_is_judged_over_the_grid(tmp_path, trusted_bundle_source
     assert len(names) == len(set(names)) == 6  # fwhm's 5 levels (one the centre) + reversed
     assert all(0.0 <= tile["score"] <= 1.0 for tile in report["tiles"])
     assert "AUROC" in capsys.readouterr().out
+    # the grid's own conversions were judged: the same figures as converting every tile afresh
+    grid = grid_pairs(RobustnessSettings(seeds=(300,), size=128, factors=("fwhm", "contrast")))
+    fresh = evaluate_trust(trusted_bundle_source, [(osr, sem) for _, osr, sem in grid],
+                           register=True, names=[name for name, _, _ in grid])
+    assert [t.name for t in fresh.tiles] == names
+    assert [t.score for t in fresh.tiles] == pytest.approx([t["score"] for t in report["tiles"]])
+    assert [t.psnr_gain for t in fresh.tiles] == pytest.approx(
+        [t["psnr_gain"] for t in report["tiles"]])

@@ -17,6 +17,7 @@ from trainer.sim.domain import (
     DomainRanges,
     contrast_table,
     draw,
+    holdout_params,
     resolution_for_fwhm,
     reversed_table,
 )
@@ -180,3 +181,25 @@ def test_randomized_pairs_record_each_pairs_draw(tmp_path, capsys):
 def test_unknown_domain_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="domain"):
         write_pairs(tmp_path / "x", n=1, size=32, domain="wide")
+
+
+def test_holdout_domain_lies_outside_the_randomized_ranges_and_is_recorded_once(tmp_path):
+    """The held-out domain stands for a microscope no training draw reaches: its departures from
+    the narrow domain fall outside DomainRanges, and its material order is neither the narrow
+    table's nor its mirror's."""
+    ranges, held = DomainRanges(), holdout_params()
+    assert held.optics.fwhm_nm > ranges.fwhm_nm[1]
+    assert held.sampling.native_pixel_nm > ranges.pixel_size_nm[1]
+    assert held.optics.falloff > ranges.falloff[1]
+    assert held.misalign.max_field_offset > ranges.field_offset[1]
+    assert held.optics.read_noise_e > ranges.read_noise_e[1]
+    assert held.sem.edge_gain > ranges.edge_gain[1]
+    narrow = OpticsParams().reflectance
+    order = sorted(held.optics.reflectance, key=held.optics.reflectance.get)
+    assert order not in (sorted(narrow, key=narrow.get), sorted(narrow, key=narrow.get)[::-1])
+    meta = json.loads((write_pairs(tmp_path / "h", n=2, size=48, domain="holdout")
+                       / "meta.json").read_text())
+    assert meta["domain"] == "holdout" and "params" not in meta["pairs"][0]
+    assert meta["params"]["optics"]["resolution_nm"] == held.optics.resolution_nm
+    osr, _, record = make_pair(3, size=48, params=held)
+    assert record["native_pixel_nm"] == 16.0 and osr.shape == (48, 48)

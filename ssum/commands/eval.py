@@ -54,6 +54,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score focus-stack fusion before conversion: best single plane vs "
                              "fused tile, converted, and the height map (writes OUT/stacks.json)")
     stacks.add_argument("--planes", type=int, default=7, help="planes per stack (default 7)")
+    tune = parser.add_argument_group(
+        "fine-tuning (--finetune: training runs on a held-out simulated domain, no --data; "
+        "takes --bundle, --seeds (evaluation pairs), --size)")
+    tune.add_argument("--finetune", action="store_true",
+                      help="train from the bundle and from scratch on N pairs of the held-out "
+                           "domain, the same steps each, and score both on held-out pairs "
+                           "(writes OUT/finetune.json, .md and .png; hours of CPU)")
+    tune.add_argument("--counts", default=None, help="comma-separated training pair counts "
+                                                     "(default 16,32,64,128)")
+    tune.add_argument("--steps", type=int, default=None,
+                      help="optimiser steps per run (default 160)")
+    tune.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     robust = parser.add_argument_group(
         "robustness (--robustness: simulated pairs over a grid of microscope conditions, no --data)")
     robust.add_argument("--robustness", action="store_true",
@@ -101,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         from ssum.commands.eval_stacks import run_stacks
 
         return run_stacks(args, args.seeds or STACK_SEEDS)
+    if args.finetune:
+        from ssum.commands.eval_finetune import run_finetune_eval
+
+        return run_finetune_eval(args)
     if args.robustness:
         from ssum.commands.eval_robustness import run_robustness
 

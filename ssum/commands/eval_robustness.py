@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from edge.errors import UserError
 from edge.inference.bundle import Bundle, default_bundle_path, load_bundle
 from edge.inference.converter import Converter, ConverterSettings
@@ -41,8 +43,15 @@ def run_robustness(args: argparse.Namespace) -> int:
         raise UserError(f"--pixel-size {args.pixel_size:g}: the bundle converts at {pixel:g} "
                         "nm per pixel; robustness pairs are made at the bundle's pixel size")
     settings = settings_from(args.seeds, args.size, args.factors, pixel)
+    outputs: list[np.ndarray] = []  # in grid order, for --trust to judge without converting again
     with Converter.from_bundle(bundle, ConverterSettings()) as conv:
-        report = evaluate_robustness(conv.convert, settings)
+        def convert(osr: np.ndarray) -> np.ndarray:
+            output = conv.convert(osr)
+            if args.trust:
+                outputs.append(output)
+            return output
+
+        report = evaluate_robustness(convert, settings)
         report["bundle"] = conv.label
     paths = write_robustness(report, args.out)
     print(f"{len(settings.seeds)} pairs per level, {settings.size} px at {pixel:g} nm, bundle "
@@ -50,16 +59,20 @@ def run_robustness(args: argparse.Namespace) -> int:
     print(format_table(report))
     print(f"wrote {paths['json']}, {paths['table']} and {paths['plot']}")
     if args.trust:
-        judge_grid(bundle, settings, args.out)
+        judge_grid(bundle, settings, args.out, outputs)
     return 0
 
 
-def judge_grid(bundle: Bundle, settings: RobustnessSettings, out_dir: Path) -> None:
+def judge_grid(bundle: Bundle, settings: RobustnessSettings, out_dir: Path,
+               outputs: list[np.ndarray] | None = None) -> None:
     """The trust score of every grid tile against whether the model helped it (registered
-    scoring: harm is PSNR gain < 0 or an FRC ratio > 1): AUROC and Spearman."""
+    scoring: harm is PSNR gain < 0 or an FRC ratio > 1): AUROC and Spearman. outputs: the
+    bundle's conversions of the grid's pairs in grid order (else converted here)."""
     grid = grid_pairs(settings)
+    if outputs is not None and len(outputs) != len(grid):
+        raise RuntimeError(f"{len(outputs)} conversions recorded for {len(grid)} grid pairs")
     result = evaluate_trust(bundle, [(osr, sem) for _, osr, sem in grid],
-                            register=True, names=[name for name, _, _ in grid])
+                            register=True, names=[name for name, _, _ in grid], outputs=outputs)
     path = out_dir / "trust.json"
     path.write_text(json.dumps(result.to_dict(), indent=1))
     print(f"trust over the grid: {len(grid)} tiles, {result.harmful} harmed by the model "

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pairs.add_argument("--domain", choices=DOMAINS, default="narrow",
                        help="narrow: every pair with the default microscope (the shipped model's "
                             "data); randomized: each pair draws its optics, illumination, noise, "
-                            "contrast, pixel size and SEM (docs/simulator.md; default narrow)")
+                            "contrast, pixel size and SEM; holdout: one fixed microscope and chip "
+                            "outside every randomized range, for fine-tuning studies "
+                            "(docs/simulator.md; default narrow)")
 
     scan = sub.add_parser("scan", help="write a simulated scan recording (tiles + ground truth)")
     scan.add_argument("--out", type=Path, required=True, help="output scan directory")

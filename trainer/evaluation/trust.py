@@ -97,12 +97,13 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
 
 def evaluate_trust(bundle: Bundle | str | Path, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
                    pixel_size_nm: float | None = None, settings: ConverterSettings | None = None,
-                   register: bool = False, names: Sequence[str] | None = None
-                   ) -> TrustEvaluation:
+                   register: bool = False, names: Sequence[str] | None = None,
+                   outputs: Sequence[np.ndarray] | None = None) -> TrustEvaluation:
     """Convert each OSR image of `pairs` (raw or float [0, 1], with its SEM reference of the same
     size) with the bundle as the daemon does, judge it, and score the conversion against the
     SEM. register: bring input and output into the SEM's frame first (one transform per pair,
-    docs/evaluation.md); pixel_size_nm: for FRC (default: the bundle's)."""
+    docs/evaluation.md); pixel_size_nm: for FRC (default: the bundle's); outputs: the bundle's
+    conversions of the pairs, already made (they are judged instead of converting again)."""
     loaded = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     pixel_nm = float(pixel_size_nm or loaded.manifest.get("pixel_size_nm", 10.0))
     serving = replace(settings or ConverterSettings(), trust=True)
@@ -113,7 +114,7 @@ def evaluate_trust(bundle: Bundle | str | Path, pairs: Iterable[tuple[np.ndarray
                             "(ssum bundle stats)")
         for i, (osr, sem) in enumerate(pairs):
             name = names[i] if names is not None else f"{i:04d}"
-            output = converter.convert(osr)
+            output = converter.convert(osr) if outputs is None else outputs[i]
             trust = converter.trust(osr, output, with_map=False)
             if trust is None:
                 raise UserError(f"pair {name}: too small to judge ({np.shape(osr)})")

@@ -1,6 +1,8 @@
 """Simulation domains: the narrow one (every pair with the default parameters, the shipped
-model's training data) and a randomized one that spans real microscopes: each pair draws its
-optics, illumination, camera, material contrast, pixel size and SEM from `DomainRanges`.
+model's training data), a randomized one that spans real microscopes (each pair draws its
+optics, illumination, camera, material contrast, pixel size and SEM from `DomainRanges`) and a
+held-out one: one fixed microscope and chip outside every randomized range, standing for a
+user's instrument in fine-tuning studies.
 
 docs/simulator.md gives the physics or source behind every range."""
 
@@ -12,11 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import UserError
+from trainer.sim.layout import LayoutParams
 from trainer.sim.optics import AIRY_FWHM_PER_RAYLEIGH, OpticsParams
 from trainer.sim.params import MisalignParams, SamplingParams, SimParams
 from trainer.sim.sem import SemParams
 
-DOMAINS = ("narrow", "randomized")
+DOMAINS = ("narrow", "randomized", "holdout")
+FIXED_DOMAINS = ("narrow", "holdout")  # every pair with the same parameters
 CONTRAST_TABLES = ("normal", "reversed")
 Range = tuple[float, float]
 
@@ -144,6 +148,29 @@ def draw(rng: np.random.Generator, ranges: DomainRanges | None = None) -> SimPar
     return SimParams(sem=sem, optics=optics, misalign=misalign, sampling=sampling)
 
 
+def holdout_params() -> SimParams:
+    """The held-out domain, outside the randomized ranges where it departs from the narrow one:
+    a blurrier (FWHM 160 nm), noisier (300 e at full scale, read noise 12 e) microscope with a
+    coarser camera pixel (16 nm) and strong fall-off (0.65, off-centre up to 0.6), a material
+    order that is neither the narrow table nor its mirror (poly darkest, via brightest),
+    trench-tone chips with wider features and no buried layer, and a brighter-rimmed, noisier
+    SEM."""
+    optics = dataclasses.replace(
+        OpticsParams(), resolution_nm=resolution_for_fwhm(160.0),
+        reflectance={"via": 0.85, "metal": 0.60, "oxide": 0.35, "poly": 0.15},
+        falloff=0.65, full_well_e=300.0, read_noise_e=12.0)
+    sem = dataclasses.replace(SemParams(), edge_gain=1.4, edge_width_nm=35.0, probe_sigma_nm=14.0,
+                              electrons_per_pixel=150.0)
+    layout = dataclasses.replace(LayoutParams(), tone="trenches", min_feature_nm=90.0,
+                                 corner_radius_nm=15.0, second_layer=False)
+    misalign = dataclasses.replace(MisalignParams(), max_field_offset=0.6)
+    return SimParams(layout=layout, sem=sem, optics=optics, misalign=misalign,
+                     sampling=SamplingParams(native_pixel_nm=16.0))
+
+
 def domain_params(domain: str, rng: np.random.Generator) -> SimParams:
-    """A pair's parameters in the named domain (the narrow one draws nothing)."""
-    return draw(rng) if check_domain(domain) == "randomized" else SimParams()
+    """A pair's parameters in the named domain (only the randomized one draws)."""
+    name = check_domain(domain)
+    if name == "randomized":
+        return draw(rng)
+    return holdout_params() if name == "holdout" else SimParams()

@@ -15,7 +15,7 @@ import numpy as np
 from edge.errors import UserError
 from edge.imaging.imageio import list_images, read_image, write_tiff16
 from edge.imaging.resample import rescale_to_pixel_size
-from trainer.sim.domain import DomainRanges, contrast_table, domain_params
+from trainer.sim.domain import FIXED_DOMAINS, DomainRanges, contrast_table, domain_params
 from trainer.sim.layout import generate_layout
 from trainer.sim.optics import OpticsParams, capture, degrade_sem_to_osr, render_osr_clean
 from trainer.sim.params import MisalignParams, SimParams, apply_overrides
@@ -128,8 +128,9 @@ def write_pairs(
 ) -> Path:
     """Write out/osr/NNNN.tif, out/sem/NNNN.tif (16-bit) and out/meta.json; returns out.
 
-    domain "narrow": every pair with the default parameters (recorded once, as `params`);
-    "randomized": each pair draws its own (trainer/sim/domain.py), recorded with the pair."""
+    domains "narrow" (the default parameters) and "holdout": every pair with the same parameters
+    (recorded once, as `params`); "randomized": each pair draws its own (trainer/sim/domain.py),
+    recorded with the pair."""
     out = Path(out)
     if n < 1:
         raise UserError(f"--n must be at least 1, not {n}")
@@ -142,7 +143,7 @@ def write_pairs(
         write_tiff16(out / "osr" / name, osr)
         write_tiff16(out / "sem" / name, sem)
         record = {"file": name, **meta}
-        if domain == "narrow":
+        if domain in FIXED_DOMAINS:
             shared = record.pop("params")  # the same for every pair: recorded once
         pairs.append(record)
         log.debug("pair %s written", name)
@@ -156,7 +157,7 @@ def write_pairs(
         "misalign": misalign,
         "domain": domain,
         "misregistration_convention": "matrix maps SEM pixel (x, y) to its position in the OSR image",
-        **({"params": shared} if domain == "narrow" else {"ranges": asdict(DomainRanges())}),
+        **({"params": shared} if domain in FIXED_DOMAINS else {"ranges": asdict(DomainRanges())}),
         "pairs": pairs,
     }
     (out / "meta.json").write_text(json.dumps(summary, indent=1))

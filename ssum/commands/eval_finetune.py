@@ -1,0 +1,40 @@
+"""`ssum eval --finetune`: fine-tuning from a bundle against training from scratch on pairs of
+a held-out simulated domain (trainer/evaluation/finetune.py); argument parsing lives with
+`ssum eval`'s."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.errors import UserError
+from edge.inference.bundle import default_bundle_path, load_bundle
+from edge.inference.converter import Converter, ConverterSettings
+from ssum.commands.eval_inspection import parse_seeds
+from trainer.evaluation.finetune import FinetuneSettings, format_table, run_finetune, write_finetune
+
+DEFAULTS = FinetuneSettings()
+
+
+def settings_from(args: argparse.Namespace, pixel_size_nm: float) -> FinetuneSettings:
+    try:
+        counts = tuple(int(c) for c in args.counts.split(",")) if args.counts else DEFAULTS.counts
+    except ValueError as exc:
+        raise UserError(f"--counts must be comma-separated integers, not {args.counts!r}") from exc
+    return FinetuneSettings(
+        counts=counts, steps=args.steps or DEFAULTS.steps,
+        eval_seeds=tuple(parse_seeds(args.seeds)) if args.seeds else DEFAULTS.eval_seeds,
+        size=args.size or DEFAULTS.size, pixel_size_nm=pixel_size_nm,
+        threads=args.threads or 0).validated()
+
+
+def run_finetune_eval(args: argparse.Namespace) -> int:
+    path = args.bundle or default_bundle_path()
+    bundle = load_bundle(path)
+    pixel = float(bundle.manifest.get("pixel_size_nm") or DEFAULTS.pixel_size_nm)
+    settings = settings_from(args, pixel)
+    with Converter.from_bundle(bundle, ConverterSettings()) as conv:
+        report = run_finetune(path, args.out, settings, conv.convert)
+    paths = write_finetune(report, args.out)
+    print(format_table(report))
+    print(f"wrote {paths['json']}, {paths['table']} and {paths['plot']}")
+    return 0
