@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from edge.inference.converter import Converter
 from ssum.cli import main
 from trainer.evaluation.stacks import StackEvalSettings, evaluate_stacks, height_errors, scene_for
 from trainer.sim.zstack import StackParams
@@ -38,7 +39,12 @@ def test_the_height_error_is_zero_for_the_true_surface_and_grows_when_it_is_wron
     assert height_errors(reversed_map, scene)["level_pairs_ordered"] == 0.0
 
 
-def test_ssum_eval_stacks_writes_its_report_and_figure(tmp_path, tiny_bundle_source, capsys):
+def test_ssum_eval_stacks_writes_its_report_and_figure(tmp_path, tiny_bundle_source, capsys,
+                                                       monkeypatch):
+    calls = []
+    convert = Converter.convert
+    monkeypatch.setattr(Converter, "convert", lambda self, raw: calls.append(1)
+                        or convert(self, raw))
     out = tmp_path / "eval"
     assert main(["eval", "--stacks", "--seeds", "7", "--planes", "3", "--bundle",
                  str(tiny_bundle_source), "--out", str(out)]) == 0
@@ -46,5 +52,6 @@ def test_ssum_eval_stacks_writes_its_report_and_figure(tmp_path, tiny_bundle_sou
     assert report["planes"] == 3 and report["seeds"] == [7]
     assert {"best_plane_oracle", "sharpest_plane", "fused", "height"} <= set(report["summary"])
     assert (out / "stack_example.png").stat().st_size > 10_000
+    assert len(calls) == 3 + 1  # each plane and the fused tile once, the figure included
     assert "(b) fused tile, converted" in capsys.readouterr().out
     assert main(["eval", "--stacks", "--planes", "1", "--out", str(out)]) == 2  # a user error

@@ -4,6 +4,7 @@ z-stacks (trainer/evaluation/stacks.py); argument parsing lives with `ssum eval`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 
 import numpy as np
@@ -27,9 +28,13 @@ def run_stacks(args: argparse.Namespace, seed_text: str) -> int:
     if args.planes < 2:
         raise UserError(f"--planes must be at least 2, not {args.planes}")
     settings = StackEvalSettings(stack=StackParams(planes=args.planes))
+    converted: dict[bytes, np.ndarray] = {}  # the figure redraws the first scene: no reconversion
     with Converter.from_bundle(args.bundle or default_bundle_path(), ConverterSettings()) as conv:
         def convert(image: np.ndarray) -> np.ndarray:
-            return np.clip(conv.convert(image), 0, 1)
+            key = hashlib.sha256(np.ascontiguousarray(image, np.float32).tobytes()).digest()
+            if key not in converted:
+                converted[key] = np.clip(conv.convert(image), 0, 1)
+            return converted[key]
 
         report = evaluate_stacks(seeds, convert, settings)
         report["bundle"] = conv.label
