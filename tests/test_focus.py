@@ -12,27 +12,20 @@ from edge.imaging.focus import FocusSettings, fuse_file, fuse_stack
 from edge.imaging.imageio import write_stack, write_tiff16
 from ssum.cli import main
 from trainer.evaluation.frc import frc_resolution
-from trainer.sim.layers import LayerStackParams, generate_multilayer
-from trainer.sim.optics import OpticsParams, capture
-from trainer.sim.zstack import StackParams, drift_px, focus_heights, render_in_focus, render_planes
+from trainer.sim.layers import LayerStackParams
+from trainer.sim.zstack import StackParams, simulate_stack_scene
 
-SIZE, MARGIN, PX = 224, 16, 10.0
+SIZE, PX = 224, 10.0
 
 
 def _stack(seed: int, drift_nm: float = 0.0):
-    """(planes, z_nm, drift px, in-focus clean image, true heights) of one multilayer scene."""
-    rng = np.random.default_rng(seed)
+    """(planes, z_nm, drift px, in-focus clean image, true heights) of one multilayer scene, as
+    the simulator renders it (`simulate_stack_scene`)."""
     layers = LayerStackParams(min_step_nm=300.0, max_step_nm=700.0)
-    layout = generate_multilayer(rng, (SIZE + 2 * MARGIN,) * 2, PX, layers)
-    optics = OpticsParams()
-    z_nm = focus_heights(layout.height_nm, StackParams(planes=6))
-    drift = drift_px(rng, len(z_nm), drift_nm, PX)
-    planes = []
-    for clean, (dy, dx) in zip(render_planes(layout, z_nm, optics), drift, strict=True):
-        centre = (MARGIN + dx + (SIZE - 1) / 2, MARGIN + dy + (SIZE - 1) / 2)
-        planes.append(capture(cv2.getRectSubPix(clean, (SIZE, SIZE), centre), rng, optics))
-    crop = np.s_[MARGIN:MARGIN + SIZE, MARGIN:MARGIN + SIZE]
-    return planes, z_nm, drift, render_in_focus(layout, optics)[crop], layout.height_nm[crop]
+    scene = simulate_stack_scene(np.random.default_rng(seed), SIZE,
+                                 StackParams(planes=6, drift_nm=drift_nm), pixel_size_nm=PX,
+                                 layers=layers)
+    return scene.planes, scene.z_nm, scene.drift_px, scene.osr_in_focus, scene.height_nm
 
 
 @pytest.fixture(scope="module")
