@@ -6,12 +6,23 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from edge.errors import UserError
 from edge.inference.backends.base import check_batch
+from edge.inference.onnx_rewrite import split_single_channel_convs
 
 log = logging.getLogger(__name__)
+
+
+def cpu_graph(model_path: str | Path) -> bytes:
+    """The model as ONNX Runtime runs it on CPU: single-output-channel convolutions split into
+    shapes its kernels run fast (edge/inference/onnx_rewrite.py)."""
+    model, count = split_single_channel_convs(onnx.load(str(model_path)))
+    if count:
+        log.debug("%s: %d single-channel convolution(s) split for the CPU", model_path, count)
+    return model.SerializeToString()
 
 
 class OnnxRuntimeBackend:
@@ -36,8 +47,9 @@ class OnnxRuntimeBackend:
             else:
                 log.warning("ONNX Runtime has no CUDA provider here; running on the CPU")
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
+            model = str(model_path) if self.device != "cpu" else cpu_graph(model_path)
+            self.session = ort.InferenceSession(model, options, providers=providers)
+        except Exception as exc:  # onnx and onnxruntime raise their own exception types
             raise UserError(f"{model_path}: ONNX Runtime cannot load it ({exc})") from exc
         self.precision = precision
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
