@@ -40,6 +40,8 @@ def test_both_starts_train_the_same_steps_on_nested_holdout_pairs(tiny_bundle, t
     (["--counts", "4,x"], "--counts must be comma-separated integers"),
     (["--counts", "2"], "each of at least 4 pairs"),
     (["--steps", "-1"], "--steps must be at least 1"),
+    (["--starts", "bundle,warm"], "--starts: one or both of bundle, scratch"),
+    (["--bundle-lr=-1e-4"], "learning rates must be positive"),
 ])
 def test_bad_options_are_one_line_errors(tiny_bundle, tmp_path, capsys, argv, message):
     assert main(["eval", "--finetune", "--bundle", str(tiny_bundle), "--out",

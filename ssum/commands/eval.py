@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "(default 16,32,64,128)")
     tune.add_argument("--steps", type=int, default=None,
                       help="optimiser steps per run (default 160)")
+    tune.add_argument("--starts", default=None,
+                      help="bundle, scratch or both (default bundle,scratch)")
+    tune.add_argument("--bundle-lr", type=float, default=None,
+                      help="learning rate of the runs from the bundle (default 5e-5, the recipe's)")
     tune.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     robust = parser.add_argument_group(
         "robustness (--robustness: simulated pairs over a grid of microscope conditions, no --data)")

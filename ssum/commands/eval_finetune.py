@@ -20,8 +20,10 @@ def settings_from(args: argparse.Namespace, pixel_size_nm: float) -> FinetuneSet
         counts = tuple(int(c) for c in args.counts.split(",")) if args.counts else DEFAULTS.counts
     except ValueError as exc:
         raise UserError(f"--counts must be comma-separated integers, not {args.counts!r}") from exc
+    starts = tuple(x.strip() for x in args.starts.split(",")) if args.starts else DEFAULTS.starts
     return FinetuneSettings(
-        counts=counts, steps=args.steps or DEFAULTS.steps,
+        counts=counts, starts=starts, steps=args.steps or DEFAULTS.steps,
+        bundle_lr=args.bundle_lr or DEFAULTS.bundle_lr,
         eval_seeds=tuple(parse_seeds(args.seeds)) if args.seeds else DEFAULTS.eval_seeds,
         size=args.size or DEFAULTS.size, pixel_size_nm=pixel_size_nm,
         threads=args.threads or 0).validated()

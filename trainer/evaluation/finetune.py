@@ -35,6 +35,7 @@ STARTS = ("bundle", "scratch")
 @dataclass(frozen=True)
 class FinetuneSettings:
     counts: tuple[int, ...] = (16, 32, 64, 128)  # training pairs per run
+    starts: tuple[str, ...] = STARTS
     steps: int = 160  # optimiser steps per run (batch 4 of 128 px crops: the default preset)
     bundle_lr: float = 5e-5  # docs/training.md's fine-tuning recipe
     scratch_lr: float = 2e-4  # the default preset's
@@ -51,6 +52,11 @@ class FinetuneSettings:
             raise UserError("--counts: at least one count, each of at least 4 pairs")
         if self.steps < 1:
             raise UserError(f"--steps must be at least 1, not {self.steps}")
+        if not self.starts or set(self.starts) - set(STARTS):
+            raise UserError(f"--starts: one or both of {', '.join(STARTS)}, not "
+                            f"{','.join(self.starts) or '(none)'}")
+        if min(self.bundle_lr, self.scratch_lr) <= 0:
+            raise UserError("learning rates must be positive")
         if not self.eval_seeds:
             raise UserError("fine-tuning needs at least one evaluation seed")
         return self
@@ -122,7 +128,7 @@ def run_finetune(bundle: Path, out_dir: Path, settings: FinetuneSettings | None 
     for n in sorted(s.counts):
         data = write_pairs(out_dir / "data" / f"n{n}", n, s.train_seed, s.size, s.pixel_size_nm,
                            domain="holdout")
-        for start in STARTS:
+        for start in (x for x in STARTS if x in s.starts):
             run = train_run(s, data, out_dir / "runs" / f"{start}-{n}", start, n, bundle)
             run["scores"] = score(checkpoint_converter(Path(run["checkpoint"])), pairs,
                                   s.pixel_size_nm)
@@ -139,7 +145,7 @@ def _cell(summary: dict[str, Any]) -> str:
             f"{summary['ssim']:.3f} | {summary['frc_ratio']:.2f}")
 
 
-TABLE_HEADER = ("| start | pairs | steps | wall min | CPU min | gain dB | vs affine dB | SSIM "
+TABLE_HEADER = ("| start | pairs | steps | lr | wall min | CPU min | gain dB | vs affine dB | SSIM "
                 "| FRC ratio | gain dB, reg. | vs affine dB, reg. | SSIM reg. | FRC ratio, reg. |")
 
 
@@ -147,11 +153,12 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [TABLE_HEADER, "|" + "---|" * (TABLE_HEADER.count("|") - 1)]
     if "bundle_scores" in report:
         b = report["bundle_scores"]
-        lines.append(f"| the bundle, as shipped | 0 | 0 | 0 | 0 | {_cell(b['unregistered'])} "
+        lines.append(f"| the bundle, as shipped | 0 | 0 | | 0 | 0 | {_cell(b['unregistered'])} "
                      f"| {_cell(b['registered'])} |")
     for run in report["runs"]:
         sc = run["scores"]
-        lines.append(f"| {run['start']} | {run['pairs']} | {run['steps']} | {run['wall_s'] / 60:.1f} "
+        lines.append(f"| {run['start']} | {run['pairs']} | {run['steps']} | {run['lr']:g} "
+                     f"| {run['wall_s'] / 60:.1f} "
                      f"| {run['cpu_s'] / 60:.1f} | {_cell(sc['unregistered'])} "
                      f"| {_cell(sc['registered'])} |")
     return "\n".join(lines)
