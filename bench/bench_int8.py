@@ -3,7 +3,9 @@
 Speed: patches/s at the bundle's patch size, batches of --batch, one warm-up call, --repeats
 timed calls, median. Quality: the held-out pairs (default: the simulated test set) converted
 through the serving tiler by each variant, mean PSNR to the SEM reference.
-Writes bench/results/int8_cpu.json with the machine described.
+Also each variant's speed as stored in the bundle (without the CPU graph rewrite of
+edge/inference/onnx_rewrite.py) and the share of kernel time per operator type (one profiled
+call). Writes bench/results/int8_cpu.json with the machine described.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +29,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from run import machine, relative
 
 from edge.imaging.imageio import list_images, read_image
+from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.inference.bundle import default_bundle_path, load_bundle
 from edge.inference.converter import Converter, ConverterSettings
 from trainer.evaluation.metrics import psnr
@@ -38,6 +43,26 @@ def patches_per_s(backend, batch: np.ndarray, repeats: int) -> float:
         backend.infer(batch)
         times.append(time.perf_counter() - start)
     return len(batch) / statistics.median(times)
+
+
+def op_shares(model_path: Path, batch: np.ndarray, threads: int) -> dict[str, float]:
+    """Share of ONNX Runtime's kernel time per operator type over one profiled call (the CPU
+    graph as served)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="ssum-prof-")) / "ort")
+    backend = OnnxRuntimeBackend(model_path, threads=threads, options=options)
+    backend.infer(batch)
+    backend.infer(batch)
+    events = json.loads(Path(backend.session.end_profiling()).read_text())
+    kernel = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            kernel[event["args"]["op_name"]] += event["dur"]
+    total = sum(kernel.values())
+    return {op: round(t / total, 4) for op, t in kernel.most_common()}
 
 
 def mean_psnr(converter: Converter, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -77,8 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             results[precision] = {
                 "patches_per_s": patches_per_s(converter.backend, batch, args.repeats),
                 "psnr_sem_db": mean_psnr(converter, pairs)}
-        print(f"{precision}: {results[precision]['patches_per_s']:.2f} patches/s, "
-              f"PSNR to SEM {results[precision]['psnr_sem_db']:.3f} dB")
+        path = bundle.model("onnx", precision).path
+        stored = OnnxRuntimeBackend(path, precision, threads=args.threads, rewrite=False)
+        results[precision]["as_stored_patches_per_s"] = patches_per_s(stored, batch, args.repeats)
+        stored.close()
+        results[precision]["op_time_shares"] = op_shares(path, batch[:1], args.threads)
+        print(f"{precision}: {results[precision]['patches_per_s']:.2f} patches/s "
+              f"({results[precision]['as_stored_patches_per_s']:.2f} without the CPU graph "
+              f"rewrite), PSNR to SEM {results[precision]['psnr_sem_db']:.3f} dB")
     if "int8" in results:
         results["int8_vs_fp32"] = {
             "speedup": results["int8"]["patches_per_s"] / results["fp32"]["patches_per_s"],

@@ -29,8 +29,11 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, precision: str = "fp32", device: str | None = None,
-                 threads: int | None = None) -> None:
-        options = ort.SessionOptions()
+                 threads: int | None = None, rewrite: bool = True,
+                 options: ort.SessionOptions | None = None) -> None:
+        """rewrite: run the CPU graph rewrite (on by default; benches turn it off to compare);
+        options: session options to start from (e.g. with profiling on)."""
+        options = options or ort.SessionOptions()
         options.intra_op_num_threads = int(threads or 0)
         options.inter_op_num_threads = 1
         # Batch sizes vary (partial batches at deadlines and scan ends); with memory patterns on,
@@ -47,7 +50,8 @@ class OnnxRuntimeBackend:
             else:
                 log.warning("ONNX Runtime has no CUDA provider here; running on the CPU")
         try:
-            model = str(model_path) if self.device != "cpu" else cpu_graph(model_path)
+            cpu = self.device == "cpu" and rewrite
+            model = cpu_graph(model_path) if cpu else str(model_path)
             self.session = ort.InferenceSession(model, options, providers=providers)
         except Exception as exc:  # onnx and onnxruntime raise their own exception types
             raise UserError(f"{model_path}: ONNX Runtime cannot load it ({exc})") from exc
