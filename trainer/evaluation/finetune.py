@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from edge.errors import UserError
-from trainer.evaluation.harness import write_metrics_json
-from trainer.evaluation.robustness import FRAMES, Convert, score_pair, summarize
+from trainer.evaluation.harness import write_metrics_json, write_report_files
+from trainer.evaluation.robustness import Convert, score_pair, summarize_frames
 from trainer.sim.domain import holdout_params
 from trainer.sim.pairs import make_pair, write_pairs
 
@@ -69,8 +69,7 @@ def eval_pairs(s: FinetuneSettings) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def score(convert: Convert, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
           pixel_size_nm: float) -> dict[str, Any]:
-    rows = [score_pair(convert, osr, sem, pixel_size_nm) for osr, sem in pairs]
-    return {frame: summarize([r[frame] for r in rows]) for frame in FRAMES}
+    return summarize_frames([score_pair(convert, osr, sem, pixel_size_nm) for osr, sem in pairs])
 
 
 def checkpoint_converter(checkpoint: Path) -> Convert:
@@ -196,17 +195,11 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_finetune(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """OUT/finetune.json, OUT/finetune.md (the table) and OUT/finetune.png."""
-    out_dir = Path(out_dir)
-    paths = {"json": out_dir / "finetune.json", "table": out_dir / "finetune.md",
-             "plot": out_dir / "finetune.png"}
-    write_metrics_json(report, paths["json"])
     s = report["settings"]
-    paths["table"].write_text(
-        f"Held-out domain; {len(s['eval_seeds'])} evaluation pairs of {s['size']} px (seeds "
-        f"{', '.join(map(str, s['eval_seeds']))}); {s['steps']} steps per run (default preset, "
-        f"batch 4 of 128 px crops); from the bundle at lr {s['bundle_lr']:g}, from scratch at "
-        f"{s['scratch_lr']:g}. Gains are PSNR over the input's and over the oracle affine remap's; "
-        "FRC ratio = model FRC / input FRC against the SEM.\n\n" + format_table(report) + "\n")
-    if report["runs"]:
-        plot(report, paths["plot"])
-    return paths
+    text = (f"Held-out domain; {len(s['eval_seeds'])} evaluation pairs of {s['size']} px (seeds "
+            f"{', '.join(map(str, s['eval_seeds']))}); {s['steps']} steps per run (default "
+            f"preset, batch 4 of 128 px crops); from the bundle at lr {s['bundle_lr']:g}, from "
+            f"scratch at {s['scratch_lr']:g}. Gains are PSNR over the input's and over the "
+            "oracle affine remap's; FRC ratio = model FRC / input FRC against the SEM.\n\n"
+            + format_table(report) + "\n")
+    return write_report_files(report, out_dir, "finetune", text, plot if report["runs"] else None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,3 +205,17 @@ def write_metrics_json(result: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
     return path
+
+
+def write_report_files(report: dict[str, Any], out_dir: Path, stem: str, text: str,
+                       draw: Callable[[dict[str, Any], Path], Path] | None) -> dict[str, Path]:
+    """OUT/<stem>.json (strict JSON), OUT/<stem>.md (`text`) and, when `draw` is given, the
+    plot it draws to OUT/<stem>.png; the three paths."""
+    out_dir = Path(out_dir)
+    paths = {"json": out_dir / f"{stem}.json", "table": out_dir / f"{stem}.md",
+             "plot": out_dir / f"{stem}.png"}
+    write_metrics_json(report, paths["json"])
+    paths["table"].write_text(text)
+    if draw is not None:
+        draw(report, paths["plot"])
+    return paths

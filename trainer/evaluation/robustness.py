@@ -27,7 +27,7 @@ from trainer.evaluation.harness import (
     evaluate_arrays,
     finite_mean,
     not_finite_counts,
-    write_metrics_json,
+    write_report_files,
 )
 from trainer.sim.domain import resolution_for_fwhm, reversed_table
 from trainer.sim.optics import OpticsParams
@@ -187,6 +187,11 @@ def summarize(rows: Sequence[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
+def summarize_frames(rows: Sequence[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """summarize() of each frame of score_pair's rows."""
+    return {frame: summarize([row[frame] for row in rows]) for frame in FRAMES}
+
+
 def evaluate_condition(convert: Convert, level: Level,
                        settings: RobustnessSettings) -> dict[str, Any]:
     """Every seed's pair at this level, scored; per-frame summaries and per-image rows."""
@@ -194,7 +199,7 @@ def evaluate_condition(convert: Convert, level: Level,
     for seed in settings.seeds:
         osr, sem, _ = make_pair(seed, settings.size, settings.pixel_size_nm, **level.overrides)
         images[str(seed)] = score_pair(convert, osr, sem, settings.pixel_size_nm)
-    return {frame: summarize([row[frame] for row in images.values()]) for frame in FRAMES} | \
+    return summarize_frames(list(images.values())) | \
         {"images": images}
 
 
@@ -310,16 +315,10 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_robustness(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """OUT/robustness.json (strict JSON), OUT/robustness.md (the table) and OUT/robustness.png."""
-    out_dir = Path(out_dir)
-    paths = {"json": out_dir / "robustness.json", "table": out_dir / "robustness.md",
-             "plot": out_dir / "robustness.png"}
-    write_metrics_json(report, paths["json"])
     seeds = report["seeds"]
-    paths["table"].write_text(
-        f"{len(seeds)} pairs per level (seeds {', '.join(map(str, seeds))}), {report['size']} px at "
-        f"{report['pixel_size_nm']:g} nm; * the grid centre ({report['centre']}); gains are "
-        "the model's PSNR over the input's and over the oracle affine remap's; FRC ratio = "
-        "model FRC / input FRC (1/7 threshold, agreement with the SEM; mean nm of each in "
-        "brackets, over the pairs where both are finite).\n\n" + format_table(report) + "\n")
-    plot(report, paths["plot"])
-    return paths
+    text = (f"{len(seeds)} pairs per level (seeds {', '.join(map(str, seeds))}), {report['size']} "
+            f"px at {report['pixel_size_nm']:g} nm; * the grid centre ({report['centre']}); gains "
+            "are the model's PSNR over the input's and over the oracle affine remap's; FRC ratio = "
+            "model FRC / input FRC (1/7 threshold, agreement with the SEM; mean nm of each in "
+            "brackets, over the pairs where both are finite).\n\n" + format_table(report) + "\n")
+    return write_report_files(report, out_dir, "robustness", text, plot)
