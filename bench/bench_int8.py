@@ -50,13 +50,15 @@ def op_shares(model_path: Path, batch: np.ndarray, threads: int) -> dict[str, fl
     graph as served)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="ssum-prof-")) / "ort")
-    backend = OnnxRuntimeBackend(model_path, threads=threads, options=options)
-    backend.infer(batch)
-    backend.infer(batch)
-    events = json.loads(Path(backend.session.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory(prefix="ssum-prof-") as tmp:
+        options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        backend = OnnxRuntimeBackend(model_path, threads=threads, options=options)
+        backend.infer(batch)
+        backend.infer(batch)
+        events = json.loads(Path(backend.session.end_profiling()).read_text())
+        backend.close()
     kernel = Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
