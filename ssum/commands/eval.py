@@ -68,7 +68,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tune.add_argument("--starts", default=None,
                       help="bundle, scratch or both (default bundle,scratch)")
     tune.add_argument("--bundle-lr", type=float, default=None,
-                      help="learning rate of the runs from the bundle (default 5e-5, the recipe's)")
+                      help="learning rate of the runs from the bundle (default 5e-5, the recipe's "
+                           "for a microscope close to the simulator)")
+    tune.add_argument("--train-model", default=None,
+                      help="the trainer's --model for every run: cyclegan or pix2pix (default "
+                           "cyclegan)")
+    tune.add_argument("--rescore", type=Path, default=None, metavar="STUDY",
+                      help="no training: score the runs of an earlier study (STUDY/finetune.json) "
+                           "and the bundle on the evaluation pairs --seeds, into --out")
     tune.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     robust = parser.add_argument_group(
         "robustness (--robustness: simulated pairs over a grid of microscope conditions, no --data)")

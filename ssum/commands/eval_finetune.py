@@ -10,7 +10,14 @@ from edge.errors import UserError
 from edge.inference.bundle import default_bundle_path, load_bundle
 from edge.inference.converter import Converter, ConverterSettings
 from ssum.commands.eval_inspection import parse_seeds
-from trainer.evaluation.finetune import FinetuneSettings, format_table, run_finetune, write_finetune
+from trainer.evaluation.finetune import (
+    FinetuneSettings,
+    format_table,
+    read_study,
+    rescore,
+    run_finetune,
+    write_finetune,
+)
 
 DEFAULTS = FinetuneSettings()
 
@@ -26,16 +33,22 @@ def settings_from(args: argparse.Namespace, pixel_size_nm: float) -> FinetuneSet
         bundle_lr=args.bundle_lr or DEFAULTS.bundle_lr,
         eval_seeds=tuple(parse_seeds(args.seeds)) if args.seeds else DEFAULTS.eval_seeds,
         size=args.size or DEFAULTS.size, pixel_size_nm=pixel_size_nm,
-        threads=args.threads or 0).validated()
+        model=args.train_model or DEFAULTS.model, threads=args.threads or 0).validated()
 
 
 def run_finetune_eval(args: argparse.Namespace) -> int:
-    path = args.bundle or default_bundle_path()
+    if args.rescore is not None and not args.seeds:
+        raise UserError("--rescore needs --seeds: the evaluation pairs to score the runs on")
+    study_bundle = read_study(args.rescore)["bundle"] if args.rescore is not None else None
+    path = args.bundle or study_bundle or default_bundle_path()
     bundle = load_bundle(path)
     pixel = float(bundle.manifest.get("pixel_size_nm") or DEFAULTS.pixel_size_nm)
-    settings = settings_from(args, pixel)
+    settings = None if args.rescore is not None else settings_from(args, pixel)
     with Converter.from_bundle(bundle, ConverterSettings()) as conv:
-        report = run_finetune(path, args.out, settings, conv.convert)
+        if settings is None:
+            report = rescore(args.rescore, parse_seeds(args.seeds), conv.convert)
+        else:
+            report = run_finetune(path, args.out, settings, conv.convert)
     paths = write_finetune(report, args.out)
     print(format_table(report))
     print(f"wrote {paths['json']}, {paths['table']} and {paths['plot']}")

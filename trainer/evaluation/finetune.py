@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from edge.errors import UserError
 from trainer.evaluation.harness import write_metrics_json, write_report_files
 from trainer.evaluation.robustness import Convert, score_pair, summarize_frames
+from trainer.presets import MODELS
 from trainer.sim.domain import holdout_params
 from trainer.sim.pairs import make_pair, write_pairs
 
@@ -46,6 +47,7 @@ class FinetuneSettings:
     pixel_size_nm: float = 10.0
     threads: int = 0  # torch CPU threads (0: torch's default)
     preset: str = "default"  # the training preset (architecture of the bundle); tests: tiny
+    model: str = "cyclegan"  # the trainer's --model for every run: cyclegan or pix2pix
 
     def validated(self) -> FinetuneSettings:
         if not self.counts or min(self.counts) < 4:
@@ -57,6 +59,8 @@ class FinetuneSettings:
                             f"{','.join(self.starts) or '(none)'}")
         if min(self.bundle_lr, self.scratch_lr) <= 0:
             raise UserError("learning rates must be positive")
+        if self.model not in MODELS:
+            raise UserError(f"--train-model must be one of {', '.join(MODELS)}, not {self.model!r}")
         if not self.eval_seeds:
             raise UserError("fine-tuning needs at least one evaluation seed")
         return self
@@ -99,12 +103,12 @@ def train_run(s: FinetuneSettings, data: Path, out: Path, start: str, n: int,
     per_epoch = math.ceil(n / preset(s.preset).batch_size)
     epochs = max(1, round(s.steps / per_epoch))
     lr = s.bundle_lr if start == "bundle" else s.scratch_lr
-    cfg = preset(s.preset, epochs=epochs, lr=lr, val_fraction=0.0, val_every=epochs,
+    cfg = preset(s.preset, model=s.model, epochs=epochs, lr=lr, val_fraction=0.0, val_every=epochs,
                  sample_every=10**6, seed=n)
     wall, cpu = time.monotonic(), time.process_time()
     summary = train(cfg, data, out, "cpu", command=f"ssum eval --finetune ({start}, {n} pairs)",
                     init=bundle if start == "bundle" else None)
-    return {"start": start, "pairs": n, "epochs": epochs, "steps": summary["step"], "lr": lr,
+    return {"start": start, "model": s.model, "pairs": n, "epochs": epochs, "steps": summary["step"], "lr": lr,
             "wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu,
             "checkpoint": str(summary["checkpoint"])}
 
@@ -136,6 +140,47 @@ def run_finetune(bundle: Path, out_dir: Path, settings: FinetuneSettings | None 
                      run["scores"]["unregistered"]["frc_ratio"], run["wall_s"])
             report["runs"].append(run)
             write_metrics_json(report, out_dir / "finetune.json")  # kept current run by run
+    return report
+
+
+def read_study(study: Path) -> dict[str, Any]:
+    """STUDY/finetune.json of an earlier `ssum eval --finetune`."""
+    import json
+
+    path = Path(study) / "finetune.json"
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old["runs"], list) or not isinstance(old["bundle"], str):
+            raise TypeError("runs or bundle of the wrong type")
+        return old
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--rescore {study}: no readable fine-tuning study there ({exc})") from exc
+
+
+def rescore(study: Path, eval_seeds: Sequence[int],
+            bundle_convert: Convert | None = None) -> dict[str, Any]:
+    """A finished study scored again, run by run from each run's checkpoint, on other
+    evaluation pairs of the held-out domain: a recipe chosen on one set of pairs is judged on
+    pairs it was not chosen on. Training records are kept as they were."""
+    old = read_study(study)
+    runs = old["runs"]
+    try:
+        s = replace(FinetuneSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in old["settings"].items()}),
+                    eval_seeds=tuple(eval_seeds)).validated()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"--rescore {study}: no readable fine-tuning study there ({exc})") from exc
+    missing = [r["checkpoint"] for r in runs if not Path(r["checkpoint"]).is_file()]
+    if missing:
+        raise UserError(f"--rescore {study}: checkpoint(s) missing: {', '.join(missing)}")
+    pairs = eval_pairs(s)
+    report = {**old, "settings": asdict(s), "rescored_from": str(Path(study) / "finetune.json"),
+              "trained_eval_seeds": old["settings"]["eval_seeds"]}
+    report.pop("bundle_scores", None)
+    if bundle_convert is not None:
+        report["bundle_scores"] = score(bundle_convert, pairs, s.pixel_size_nm)
+    report["runs"] = [{**run, "scores": score(checkpoint_converter(Path(run["checkpoint"])),
+                                              pairs, s.pixel_size_nm)} for run in runs]
     return report
 
 
@@ -197,9 +242,12 @@ def write_finetune(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     """OUT/finetune.json, OUT/finetune.md (the table) and OUT/finetune.png."""
     s = report["settings"]
     text = (f"Held-out domain; {len(s['eval_seeds'])} evaluation pairs of {s['size']} px (seeds "
-            f"{', '.join(map(str, s['eval_seeds']))}); {s['steps']} steps per run (default "
-            f"preset, batch 4 of 128 px crops); from the bundle at lr {s['bundle_lr']:g}, from "
-            f"scratch at {s['scratch_lr']:g}. Gains are PSNR over the input's and over the "
+            f"{', '.join(map(str, s['eval_seeds']))}); {s['steps']} steps per run of "
+            f"{s.get('model', 'cyclegan')} ({s['preset']} preset); from the bundle at lr "
+            f"{s['bundle_lr']:g}, from scratch at {s['scratch_lr']:g}. Gains are PSNR over the input's and over the "
             "oracle affine remap's; FRC ratio = model FRC / input FRC against the SEM.\n\n"
             + format_table(report) + "\n")
+    if "rescored_from" in report:
+        text = (f"The runs of {report['rescored_from']} (chosen on evaluation seeds "
+                f"{', '.join(map(str, report['trained_eval_seeds']))}), scored again. " + text)
     return write_report_files(report, out_dir, "finetune", text, plot if report["runs"] else None)
