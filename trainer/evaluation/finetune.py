@@ -165,8 +165,9 @@ def rescore(study: Path, eval_seeds: Sequence[int],
     old = read_study(study)
     runs = old["runs"]
     try:
-        s = replace(FinetuneSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in old["settings"].items()}),
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in old["settings"].items()}
+        s = replace(FinetuneSettings(**fields),
                     eval_seeds=tuple(eval_seeds)).validated()
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"--rescore {study}: no readable fine-tuning study there ({exc})") from exc
