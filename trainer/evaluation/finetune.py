@@ -108,9 +108,9 @@ def train_run(s: FinetuneSettings, data: Path, out: Path, start: str, n: int,
     wall, cpu = time.monotonic(), time.process_time()
     summary = train(cfg, data, out, "cpu", command=f"ssum eval --finetune ({start}, {n} pairs)",
                     init=bundle if start == "bundle" else None)
-    return {"start": start, "model": s.model, "pairs": n, "epochs": epochs, "steps": summary["step"], "lr": lr,
-            "wall_s": time.monotonic() - wall, "cpu_s": time.process_time() - cpu,
-            "checkpoint": str(summary["checkpoint"])}
+    return {"start": start, "model": s.model, "pairs": n, "epochs": epochs,
+            "steps": summary["step"], "lr": lr, "wall_s": time.monotonic() - wall,
+            "cpu_s": time.process_time() - cpu, "checkpoint": str(summary["checkpoint"])}
 
 
 def run_finetune(bundle: Path, out_dir: Path, settings: FinetuneSettings | None = None,
@@ -245,8 +245,8 @@ def write_finetune(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     text = (f"Held-out domain; {len(s['eval_seeds'])} evaluation pairs of {s['size']} px (seeds "
             f"{', '.join(map(str, s['eval_seeds']))}); {s['steps']} steps per run of "
             f"{s.get('model', 'cyclegan')} ({s['preset']} preset); from the bundle at lr "
-            f"{s['bundle_lr']:g}, from scratch at {s['scratch_lr']:g}. Gains are PSNR over the input's and over the "
-            "oracle affine remap's; FRC ratio = model FRC / input FRC against the SEM.\n\n"
+            f"{s['bundle_lr']:g}, from scratch at {s['scratch_lr']:g}. Gains are PSNR over the "
+            "input's and over the oracle affine remap's; FRC ratio = model FRC / input FRC against the SEM.\n\n"
             + format_table(report) + "\n")
     if "rescored_from" in report:
         text = (f"The runs of {report['rescored_from']} (chosen on evaluation seeds "
