@@ -246,7 +246,8 @@ def write_finetune(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             f"{', '.join(map(str, s['eval_seeds']))}); {s['steps']} steps per run of "
             f"{s.get('model', 'cyclegan')} ({s['preset']} preset); from the bundle at lr "
             f"{s['bundle_lr']:g}, from scratch at {s['scratch_lr']:g}. Gains are PSNR over the "
-            "input's and over the oracle affine remap's; FRC ratio = model FRC / input FRC against the SEM.\n\n"
+            "input's and over the oracle affine remap's; FRC ratio = model FRC / input FRC "
+            "against the SEM.\n\n"
             + format_table(report) + "\n")
     if "rescored_from" in report:
         text = (f"The runs of {report['rescored_from']} (chosen on evaluation seeds "
