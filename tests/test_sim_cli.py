@@ -58,3 +58,29 @@ def test_synth_degrade_makes_test_pairs_from_sem_images(tmp_path, capsys):
     assert meta["pixel_size_nm"] == 10.0 and meta["source_pixel_nm"] == 7.3
     assert np.std(np.diff(osr, axis=1)) < np.std(np.diff(ref, axis=1))  # optically blurred
     assert main(["synth", "degrade", "--sem", str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_synth_pairs_with_planes_writes_stacks_the_trainer_fuses(tmp_path, capsys):
+    from edge.imaging.imageio import read_stack
+    from trainer.data import load_pairs
+
+    out = tmp_path / "stacks"
+    assert main(["synth", "pairs", "--out", str(out), "--n", "2", "--size", "64",
+                 "--planes", "3"]) == 0
+    assert "stacks of 3 planes" in capsys.readouterr().out
+    planes, z_nm = read_stack(out / "osr" / "0001.tif")
+    meta = json.loads((out / "meta.json").read_text())
+    assert len(planes) == 3 and z_nm == meta["pairs"][1]["z_nm"] and z_nm == sorted(z_nm)
+    assert not np.allclose(planes[0], planes[-1], atol=0.02)  # focused at other heights
+    pairs = load_pairs(out)
+    assert pairs.names == ["0000", "0001"] and pairs.osr[0].shape == pairs.sem[0].shape == (64, 64)
+
+    split = tmp_path / "planes"
+    assert main(["synth", "pairs", "--out", str(split), "--n", "1", "--size", "64",
+                 "--planes", "3", "--split-planes"]) == 0
+    assert sorted(p.name for p in (split / "osr").iterdir()) == [f"0000_z{k}.tif" for k in range(3)]
+    for k in range(3):  # the same scene, one plane per pair
+        assert np.allclose(read_stack(split / "osr" / f"0000_z{k}.tif")[0][0],
+                           read_stack(out / "osr" / "0000.tif")[0][k], atol=1e-4)
+    assert main(["synth", "pairs", "--out", str(split), "--planes", "3", "--domain", "holdout"]) == 2
+    assert main(["synth", "pairs", "--out", str(split), "--split-planes"]) == 2

@@ -22,6 +22,17 @@ def test_without_a_model_the_fused_tile_agrees_with_the_sem_better_than_any_plan
     assert scene["fused"]["psnr"] == scene["fused"]["psnr_input"]  # identity: same image
 
 
+def test_the_planes_can_be_converted_by_their_own_model():
+    import numpy as np
+
+    same = evaluate_stacks([5], lambda image: image, SMALL)["scenes"][0]
+    flat = evaluate_stacks([5], lambda image: image, SMALL,
+                           convert_planes=lambda image: np.full_like(image, 0.5))["scenes"][0]
+    assert flat["fused"] == same["fused"]  # the fused tile keeps its model
+    assert flat["best_plane_oracle"]["psnr"] != same["best_plane_oracle"]["psnr"]
+    assert flat["best_plane_oracle"]["psnr_input"] == same["best_plane_oracle"]["psnr_input"]
+
+
 def test_the_height_error_is_zero_for_the_true_surface_and_grows_when_it_is_wrong():
     from edge.imaging.focus import fuse_stack
 
@@ -47,9 +58,11 @@ def test_ssum_eval_stacks_writes_its_report_and_figure(tmp_path, tiny_bundle_sou
                         or convert(self, raw))
     out = tmp_path / "eval"
     assert main(["eval", "--stacks", "--seeds", "7", "--planes", "3", "--bundle",
-                 str(tiny_bundle_source), "--out", str(out)]) == 0
+                 str(tiny_bundle_source), "--plane-bundle", str(tiny_bundle_source),
+                 "--out", str(out)]) == 0
     report = json.loads((out / "stacks.json").read_text())
     assert report["planes"] == 3 and report["seeds"] == [7]
+    assert report["plane_bundle"] == report["bundle"]
     assert {"best_plane_oracle", "sharpest_plane", "fused", "height"} <= set(report["summary"])
     assert (out / "stack_example.png").stat().st_size > 10_000
     assert len(calls) == 3 + 1  # each plane and the fused tile once, the figure included

@@ -139,3 +139,29 @@ def test_missing_folders_and_small_images_are_user_errors(tmp_path, pairs):
         train(preset("tiny"), tmp_path, tmp_path / "run")
     with pytest.raises(UserError, match="smaller than --crop"):
         train(preset("tiny", crop=64), pairs, tmp_path / "run2")
+
+
+def test_a_pair_whose_registration_locks_wrong_is_skipped_not_trained_on(pairs, monkeypatch,
+                                                                         caplog):
+    import trainer.data
+    from trainer.data import load_pairs
+
+    align = trainer.data.align_pair
+
+    def lock_wrong_on_0002(osr, sem):
+        third = float(sem.mean()) == wrong_mean  # the third pair, recognised by its SEM
+        osr, sem, reg = align(osr, sem)
+        if third:
+            return osr[:, : sem.shape[1] // 3], sem[:, : sem.shape[1] // 3], reg
+        return osr, sem, reg
+
+    names = load_pairs(pairs).names
+    wrong_mean = float(load_pairs(pairs).sem[2].mean())
+    monkeypatch.setattr(trainer.data, "align_pair", lock_wrong_on_0002)
+    registered = load_pairs(pairs, register=True)
+    assert registered.names == [n for k, n in enumerate(names) if k != 2]
+    assert f"pair {names[2]}: registration kept 3" in caplog.text
+    monkeypatch.setattr(trainer.data, "align_pair",
+                        lambda osr, sem: (osr[:8, :8], sem[:8, :8], None))
+    with pytest.raises(UserError, match="no pair could be registered"):
+        load_pairs(pairs, register=True)

@@ -66,14 +66,26 @@ def read_osr(path: Path) -> np.ndarray:
     return fuse_file(path).image if is_stack(path) else read_image(path)
 
 
+MIN_REGISTERED_SHARE = 0.5  # roughly aligned pairs keep most of their area when registered
+
+
 def load_pairs(data_dir: str | Path, register: bool = False, preprocess: Any = None) -> PairSet:
     """Read every pair (fusing z-stacks); with register, align each OSR image to its SEM image
-    first."""
+    first. A registration that keeps less than MIN_REGISTERED_SHARE of the SEM image has locked
+    onto a wrong period of a repeating pattern (or onto nothing): that pair is skipped with a
+    warning, not trained on shifted by a period."""
     names, osr_list, sem_list = [], [], []
+    skipped = []
     for name, osr_path, sem_path in _pair_paths(Path(data_dir)):
         osr, sem = read_osr(osr_path), read_image(sem_path)
         if register:
+            full = sem.size
             osr, sem, _ = align_pair(osr, sem)
+            if sem.size < MIN_REGISTERED_SHARE * full:
+                log.warning("pair %s: registration kept %.0f %% of the image (a wrong lock): "
+                            "skipped", name, 100 * sem.size / full)
+                skipped.append(name)
+                continue
         if osr.shape != sem.shape:
             raise UserError(f"pair {name}: OSR {osr.shape} and SEM {sem.shape} differ in size "
                             "(use --register to align and crop them)")
@@ -82,6 +94,9 @@ def load_pairs(data_dir: str | Path, register: bool = False, preprocess: Any = N
         names.append(name)
         osr_list.append(np.asarray(osr, np.float32))
         sem_list.append(np.asarray(sem, np.float32))
+    if not names:
+        raise UserError(f"{data_dir}: no pair could be registered ({len(skipped)} tried); "
+                        "train without --register")
     return PairSet(names, osr_list, sem_list)
 
 

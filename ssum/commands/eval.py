@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score focus-stack fusion before conversion: best single plane vs "
                              "fused tile, converted, and the height map (writes OUT/stacks.json)")
     stacks.add_argument("--planes", type=int, default=7, help="planes per stack (default 7)")
+    stacks.add_argument("--plane-bundle", type=Path, default=None,
+                        help="convert the single planes with this bundle instead of --bundle "
+                             "(each arm with the model trained on its kind of input)")
     tune = parser.add_argument_group(
         "fine-tuning (--finetune: training runs on a held-out simulated domain, no --data; "
         "takes --bundle, --seeds (evaluation pairs), --size)")

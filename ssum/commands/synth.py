@@ -12,6 +12,7 @@ from trainer.sim.defects import DefectParams
 from trainer.sim.domain import DOMAINS
 from trainer.sim.pairs import write_degraded_pairs, write_pairs
 from trainer.sim.scan import simulate_scan
+from trainer.sim.zstack import StackParams, write_stack_pairs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "contrast, pixel size and SEM; holdout: one fixed microscope and chip "
                             "outside every randomized range, for fine-tuning studies "
                             "(docs/simulator.md; default narrow)")
+    pairs.add_argument("--planes", type=int, default=1,
+                       help="with 2 or more: multilayer chips (layers at their own heights), each "
+                            "OSR input a z-stack of that many planes (a multi-page TIFF that "
+                            "`ssum train` fuses), the SEM in the first plane's frame (default 1)")
+    pairs.add_argument("--split-planes", action="store_true",
+                       help="with --planes: write every plane as a pair of its own instead of a "
+                            "stack (the single-plane control of the same scenes)")
 
     scan = sub.add_parser("scan", help="write a simulated scan recording (tiles + ground truth)")
     scan.add_argument("--out", type=Path, required=True, help="output scan directory")
@@ -74,9 +82,24 @@ def _check_positive(**values: float) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be positive, not {value}")
 
 
+def _write_stack_pairs(args: argparse.Namespace) -> int:
+    if args.domain != "narrow" or args.no_misalign:
+        raise UserError("--planes draws multilayer scenes with the default microscope: it takes "
+                        "neither --domain nor --no-misalign (the planes drift instead)")
+    out = write_stack_pairs(args.out, args.n, args.seed, args.size, args.pixel_size,
+                            StackParams(planes=args.planes), args.split_planes)
+    kind = f"{args.planes} single planes each" if args.split_planes else f"stacks of {args.planes} planes"
+    print(f"wrote {args.n} multilayer scenes ({kind}) to {out}/osr, {out}/sem and {out}/meta.json")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "pairs":
-        _check_positive(n=args.n, size=args.size, pixel_size=args.pixel_size)
+        _check_positive(n=args.n, size=args.size, pixel_size=args.pixel_size, planes=args.planes)
+        if args.planes > 1:
+            return _write_stack_pairs(args)
+        if args.split_planes:
+            raise UserError("--split-planes needs --planes 2 or more")
         out = write_pairs(args.out, args.n, args.seed, args.size, args.pixel_size,
                           not args.no_misalign, args.domain)
         print(f"wrote {args.n} pairs ({args.domain} domain) to {out}/osr, {out}/sem and {out}/meta.json")

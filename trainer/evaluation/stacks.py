@@ -7,6 +7,10 @@ the simulated surface.
 oracle no user has) and the plane with the most focus energy (what one would pick without a
 reference). Every image is registered to the SEM with one transform estimated from its input
 (`align_to_reference`), so the planes' drift does not count against any of them.
+
+The planes may be converted by another model than the fused tile (`convert_planes`): a model
+fine-tuned on fused tiles meets single planes as strangers, so the fair comparison gives each
+arm the model trained on its own kind of input from the same scenes.
 """
 
 from __future__ import annotations
@@ -86,9 +90,9 @@ def height_errors(fused: FusedStack, scene: StackScene) -> dict[str, float]:
 
 
 def evaluate_scene(scene: StackScene, convert: Convert, settings: StackEvalSettings,
-                   ) -> dict[str, Any]:
-    px = settings.pixel_size_nm
-    planes = [_scored(p, convert(p), scene.sem, px) for p in scene.planes]
+                   convert_planes: Convert | None = None) -> dict[str, Any]:
+    px, plane_model = settings.pixel_size_nm, convert_planes or convert
+    planes = [_scored(p, plane_model(p), scene.sem, px) for p in scene.planes]
     energy = [float(focus_measure(p, settings.focus.smooth_sigma_px,
                                   settings.focus.window_sigma_px).mean()) for p in scene.planes]
     fused = fuse_stack(scene.planes, scene.z_nm, settings.focus)
@@ -102,8 +106,12 @@ def evaluate_scene(scene: StackScene, convert: Convert, settings: StackEvalSetti
 
 
 def evaluate_stacks(seeds: Sequence[int], convert: Convert,
-                    settings: StackEvalSettings = StackEvalSettings()) -> dict[str, Any]:
-    scenes = [evaluate_scene(scene_for(seed, settings), convert, settings) for seed in seeds]
+                    settings: StackEvalSettings = StackEvalSettings(),
+                    convert_planes: Convert | None = None) -> dict[str, Any]:
+    """`convert` converts the fused tiles, `convert_planes` the single planes (default: the
+    same)."""
+    scenes = [evaluate_scene(scene_for(seed, settings), convert, settings, convert_planes)
+              for seed in seeds]
     summary: dict[str, Any] = {arm: finite_mean([{k: v for k, v in s[arm].items()
                                                   if k != "plane"} for s in scenes])
                                for arm in ARMS}
@@ -139,7 +147,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def write_figure(scene: StackScene, convert: Convert, path: Any,
-                 settings: StackEvalSettings = StackEvalSettings()) -> Any:
+                 settings: StackEvalSettings = StackEvalSettings(),
+                 convert_planes: Convert | None = None) -> Any:
     """One multilayer position side by side: the lowest and highest planes, the fused tile,
     the best plane converted, the fused tile converted, the SEM, and the height maps."""
     import matplotlib
@@ -148,7 +157,7 @@ def write_figure(scene: StackScene, convert: Convert, path: Any,
     import matplotlib.pyplot as plt
 
     fused = fuse_stack(scene.planes, scene.z_nm, settings.focus)
-    outputs = [np.clip(convert(p), 0, 1) for p in scene.planes]
+    outputs = [np.clip((convert_planes or convert)(p), 0, 1) for p in scene.planes]
     best = int(np.argmax([_scored(p, out, scene.sem, settings.pixel_size_nm)["psnr"]
                           for p, out in zip(scene.planes, outputs, strict=True)]))
     dy, dx = scene.drift_px[fused.reference]

@@ -9,11 +9,15 @@ is microns)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from edge.errors import UserError
+from edge.imaging.imageio import write_stack, write_tiff16
 from trainer.sim.layers import LayerStackParams, generate_multilayer
 from trainer.sim.layout import Layout
 from trainer.sim.optics import (
@@ -24,6 +28,7 @@ from trainer.sim.optics import (
     reflectance_map,
     render_osr_clean,
 )
+from trainer.sim.pairs import FORMAT_VERSION, pair_seed
 from trainer.sim.params import SimParams
 from trainer.sim.sem import render_sem
 
@@ -101,3 +106,35 @@ def simulate_stack_scene(rng: np.random.Generator, size: int, params: StackParam
     return StackScene(planes, z_nm, drift, render_sem(layout, rng, sim.sem)[crop],
                       np.clip(render_in_focus(layout, sim.optics)[crop], 0, 1),
                       layout.height_nm[crop].astype(np.float32))
+
+
+def write_stack_pairs(out: Path, n: int, seed: int = 0, size: int = 256,
+                      pixel_size_nm: float = 10.0, params: StackParams | None = None,
+                      split_planes: bool = False) -> Path:
+    """Multilayer training pairs: out/osr/NNNN.tif a z-stack (a multi-page TIFF with its
+    heights, fused by the trainer when it loads it) and out/sem/NNNN.tif its SEM image, plus
+    out/meta.json. With split_planes every plane is a pair of its own (NNNN_zK.tif, the same
+    SEM image): the single-plane control of the same scenes."""
+    out, params = Path(out), params or StackParams()
+    if n < 1:
+        raise UserError(f"--n must be at least 1, not {n}")
+    records = []
+    for i in range(n):
+        rng = np.random.default_rng(pair_seed(seed, i))
+        scene = simulate_stack_scene(rng, size, params, pixel_size_nm=pixel_size_nm)
+        if split_planes:
+            for k, plane in enumerate(scene.planes):
+                write_tiff16(out / "osr" / f"{i:04d}_z{k}.tif", plane)
+                write_tiff16(out / "sem" / f"{i:04d}_z{k}.tif", scene.sem)
+        else:
+            write_stack(out / "osr" / f"{i:04d}.tif", scene.planes, scene.z_nm)
+            write_tiff16(out / "sem" / f"{i:04d}.tif", scene.sem)
+        records.append({"file": f"{i:04d}.tif", "z_nm": scene.z_nm,
+                        "drift_px": scene.drift_px.tolist()})
+    summary = {"format": "ssum-stack-pairs", "version": FORMAT_VERSION, "n": n, "seed": seed,
+               "size": size, "pixel_size_nm": pixel_size_nm, "split_planes": split_planes,
+               "stack": dataclasses.asdict(params), "layers": dataclasses.asdict(LayerStackParams()),
+               "sem_frame": "the first plane's", "pairs": records}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").write_text(json.dumps(summary, indent=1))
+    return out
