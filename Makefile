@@ -25,6 +25,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/run.py --trust off --suffix _trust_off
+	$(BIN)/python bench/run.py --trust off --max-batch 8 --suffix _trust_off_batch8
 	$(BIN)/python bench/bench_int8.py
 	$(BIN)/python bench/bench_tiling.py
 	$(BIN)/python bench/bench_swap.py

@@ -1,14 +1,17 @@
 """`make bench`: the bare backend's tiles/s against the daemon's end-to-end tiles/s, in one run.
 
 Three measurements on the same simulated camera tiles and the same engine (bundle, backend,
-threads, tiler, batch size) as the daemon builds from its config:
-  backend  only `backend.infer` over the tiles' patches, batched like the daemon (the ceiling);
+threads, tiler) as the daemon builds from its config:
+  backend  only `backend.infer` over the tiles' patches, batched across tiles, at each batch of
+           SWEEP and again after the daemon at the daemon's batch; the ceiling is the best of
+           them (the daemon's own batch, or any other, and the machine's faster moments);
   daemon   a real daemon process: tiles PUSHed to its PULL socket as fast as it takes them,
            results SUBscribed from its PUB socket; tiles/s from first send to last result;
   latency  one tile at a time through the daemon, as at the rig's rate (each tile sent once the
            previous result is in): per tile, the round trip at the client split into the
            daemon's stages (its `latency_ms` header) and the wire; the latency the daemon adds is
-           the round trip less the tile's compute (preprocess + infer + blend + trust), p50 and p99.
+           the round trip less the tile's compute (preprocess + infer + blend + trust), p50 and p99;
+           beside it the part inside the daemon (its receive -> publish stamps less compute).
 Writes bench/results/daemon_<device>.json with the machine described.
 """
 
@@ -18,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import threading
@@ -86,16 +90,27 @@ def write_config(path: Path, bundle: Path, ports: dict[str, int], threads: int, 
     return path
 
 
-def bench_backend(engine: Converter, tiles: list[np.ndarray], max_batch: int) -> dict[str, float]:
-    """Inference alone over every tile's patches, batched across tiles like the daemon."""
+SWEEP = (1, 2, 4, 8)
+
+
+def bench_backend(engine: Converter, tiles: list[np.ndarray], batch: int) -> dict[str, float]:
+    """Inference alone over every tile's patches in calls of `batch`, batched across tiles like
+    the daemon, after a warm-up call of that batch."""
     patches = np.concatenate([engine.tiler.split(engine.prepare(t))[0] for t in tiles])
-    engine.backend.infer(patches[:max_batch])  # warm-up
+    engine.backend.infer(patches[:batch])
     start = time.perf_counter()
-    for i in range(0, len(patches), max_batch):
-        engine.backend.infer(patches[i : i + max_batch])
+    for i in range(0, len(patches), batch):
+        engine.backend.infer(patches[i : i + batch])
     elapsed = time.perf_counter() - start
-    return {"tiles_per_s": len(tiles) / elapsed, "patches_per_tile": len(patches) / len(tiles),
-            "seconds": elapsed}
+    return {"batch": batch, "tiles_per_s": len(tiles) / elapsed,
+            "patches_per_tile": len(patches) / len(tiles), "seconds": elapsed,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def batch_sweep(engine: Converter, tiles: list[np.ndarray]) -> list[dict[str, float]]:
+    """The backend alone at each batch of SWEEP, smallest first (the peak RSS only grows, so
+    each row's growth over the previous is what its batch costs)."""
+    return [bench_backend(engine, tiles, batch) for batch in SWEEP]
 
 
 def convert_in_process(engine: Converter, tile: np.ndarray, max_batch: int) -> float:
@@ -199,6 +214,7 @@ def latency_breakdown(round_trips: list[dict[str, float]]) -> dict[str, Any]:
     columns["compute"] = [sum(t[k] for k in COMPUTE_STAGES) for t in round_trips]
     columns["wire"] = [t["round_trip"] - t["total"] for t in round_trips]
     columns["added"] = [t["round_trip"] - c for t, c in zip(round_trips, columns["compute"])]
+    columns["in_daemon"] = [t["total"] - c for t, c in zip(round_trips, columns["compute"])]
     return {key: percentiles(values) for key, values in columns.items()}
 
 
@@ -209,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=512, help="tile size in px")
     parser.add_argument("--latency-tiles", type=int, default=40,
                         help="tiles sent one at a time for the latency breakdown")
-    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-batch", type=int, default=0,
+                        help="the daemon's [batching] max_batch (default 0, its default: chosen "
+                             "for the device)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: all cores)")
     parser.add_argument("--window", default="hann")
     parser.add_argument("--trust", choices=("every", "off"), default="every",
@@ -229,12 +247,15 @@ def main(argv: list[str] | None = None) -> int:
         config = write_config(Path(tmp) / "edge.toml", bundle, ports, args.threads,
                               args.max_batch, args.window, args.trust)
         engine = load_converter(load_config(config))
-        labels = engine.model_info
-        backend = bench_backend(engine, tiles, args.max_batch)
-        compute_ms = [1000 * convert_in_process(engine, tiles[i % len(tiles)], args.max_batch)
+        labels, batch = engine.model_info, engine.max_batch
+        sweep = batch_sweep(engine, tiles)
+        compute_ms = [1000 * convert_in_process(engine, tiles[i % len(tiles)], batch)
                       for i in range(min(args.latency_tiles, 5))]
-        engine.backend.close()
+        engine.close()
         daemon = bench_daemon(config, ports, tiles, args.latency_tiles)
+        with load_converter(load_config(config)) as engine:  # the machine's speed drifts
+            after = bench_backend(engine, tiles, batch)
+    ceiling = max([*sweep, after], key=lambda row: row["tiles_per_s"])
 
     latency = latency_breakdown(daemon["round_trips"])
     added_ms = latency["added"]
@@ -242,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "daemon_vs_backend", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench (python bench/run.py " + " ".join(argv or sys.argv[1:]) + ")",
         "machine": machine(), "model": labels, "bundle": relative(bundle),
-        "tile_px": args.tile, "tiles": args.tiles, "max_batch": args.max_batch,
-        "threads": args.threads, "window": args.window, "trust_mode": args.trust,
-        "backend_tiles_per_s": backend["tiles_per_s"], "patches_per_tile": backend["patches_per_tile"],
+        "tile_px": args.tile, "tiles": args.tiles, "max_batch_config": args.max_batch,
+        "daemon_batch": batch, "threads": args.threads, "window": args.window,
+        "trust_mode": args.trust, "backend_batch_sweep": sweep, "backend_after_daemon": after,
+        "ceiling": ceiling, "backend_tiles_per_s": ceiling["tiles_per_s"],
+        "patches_per_tile": ceiling["patches_per_tile"],
         "daemon_tiles_per_s": daemon["tiles_per_s"],
-        "ratio_daemon_to_backend": daemon["tiles_per_s"] / backend["tiles_per_s"],
+        "ratio_daemon_to_backend": daemon["tiles_per_s"] / ceiling["tiles_per_s"],
         "target_ratio": 0.95,
         "in_process_tile_ms_median": float(np.median(compute_ms)),
         "latency_ms": latency, "daemon_added_latency_ms": added_ms, "target_added_p99_ms": 5.0,
@@ -254,12 +277,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"backend alone : {result['backend_tiles_per_s']:.3f} tiles/s "
-          f"({result['patches_per_tile']:.0f} patches of the bundle's size per {args.tile} px tile)")
+    print(f"backend alone, batch sweep ({result['patches_per_tile']:.0f} patches per {args.tile} px "
+          "tile): batch  tiles/s  peak RSS MB")
+    for row in sweep:
+        print(f"  {row['batch']:>5} {row['tiles_per_s']:8.3f} {row['peak_rss_mb']:8.0f}")
+    print(f"  again after the daemon, batch {batch}: {after['tiles_per_s']:.3f} tiles/s")
+    print(f"ceiling       : {ceiling['tiles_per_s']:.3f} tiles/s (the best of these; the daemon "
+          f"ran batches of up to {batch})")
     print(f"daemon e2e    : {result['daemon_tiles_per_s']:.3f} tiles/s "
           f"(ratio {result['ratio_daemon_to_backend']:.3f}, target >= 0.95)")
     print(f"latency, {args.latency_tiles} tiles one at a time (ms)   p50      p99")
-    for key in ("round_trip", "compute", *COMPUTE_STAGES, "queue", "publish", "wire", "added"):
+    for key in ("round_trip", "compute", *COMPUTE_STAGES, "queue", "publish", "wire", "added",
+                "in_daemon"):
         print(f"  {key:<12} {latency[key]['p50']:9.2f} {latency[key]['p99']:9.2f}")
     print(f"  in process   {result['in_process_tile_ms_median']:9.2f}  (convert one tile, median)")
     print(f"daemon adds {added_ms['p50']:.1f} ms p50, {added_ms['p99']:.1f} ms p99 over compute "

@@ -53,3 +53,22 @@ def test_the_edge_never_imports_torch_unless_asked():
     code = ("import sys, edge.inference.backends, edge.inference.tiling, edge.serve.daemon, edge.tools.convert, edge.inference.preprocess; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_the_default_batch_is_chosen_for_the_device(bundle):
+    from edge.inference.converter import (
+        CPU_BATCH,
+        GPU_BATCH,
+        Converter,
+        ConverterSettings,
+        batch_for,
+    )
+
+    assert (batch_for(0, "cpu"), batch_for(0, "cuda:1"), batch_for(3, "cpu")) == (1, 8, 3)
+    assert (CPU_BATCH, GPU_BATCH) == (1, 8)
+    with Converter.from_bundle(bundle, ConverterSettings()) as converter:
+        assert converter.backend.device == "cpu" and converter.max_batch == CPU_BATCH
+    with Converter.from_bundle(bundle, ConverterSettings(max_batch=5)) as converter:
+        assert converter.max_batch == 5
+    with pytest.raises(UserError, match="batch size"):
+        ConverterSettings(max_batch=-1)

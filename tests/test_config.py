@@ -19,7 +19,7 @@ def test_defaults_follow_the_contract():
     assert config.input.socket == "sub" and not config.input.bind
     assert config.input.topics == ("tile/",)
     assert config.output.bind and config.output.socket == "pub"
-    assert (config.batching.max_batch, config.batching.max_delay_ms) == (8, 5.0)
+    assert (config.batching.max_batch, config.batching.max_delay_ms) == (0, 5.0)
     assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9108)
     assert config.limits.max_bytes == 256 * 2**20
     assert config.overload_policy == "drop-oldest"
@@ -52,8 +52,8 @@ def test_overrides_beat_the_file(tmp_path):
     ("text", "message"),
     [
         ("[batching]\nmax_batch = -1\n",
-         "edge.toml: [batching] max_batch must be a positive integer, got -1"),
-        ("[batching]\nmax_batch = true\n", "[batching] max_batch must be a positive integer"),
+         "edge.toml: [batching] max_batch must be an integer >= 0, got -1"),
+        ("[batching]\nmax_batch = true\n", "[batching] max_batch must be an integer >= 0"),
         ("[input]\nsocket = \"req\"\n", '[input] socket must be one of "sub", "pull"'),
         ("[input]\nendpoint = \"localhost\"\n", "[input] endpoint must be a ZeroMQ endpoint"),
         ("[input]\ntopics = []\n", "[input] topics must be a non-empty list"),
@@ -125,8 +125,8 @@ def test_check_config_reports_a_bad_key_in_one_line(tmp_path, capsys):
     path.write_text("[batching]\nmax_batch = -1\n")
     assert cli_main(["edge", "check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("ssum edge: error: edge.toml: [batching] max_batch must be a positive "
-                   "integer, got -1")
+    assert err == ("ssum edge: error: edge.toml: [batching] max_batch must be an integer >= 0, "
+                   "got -1")
 
 
 def test_the_docs_tables_are_the_configuration_fields():

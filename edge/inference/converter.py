@@ -31,6 +31,16 @@ from edge.inference.trust import MIN_SIDE, Measurement, TrainingStatistics, Trus
 log = logging.getLogger(__name__)
 
 PATCHING = ("auto", "fit", "fixed")
+# max_batch 0 picks the batch for the device the backend runs on. On a CPU, ONNX Runtime converts
+# a 512 px patch as fast alone as in any batch, and a batch of 8 is slower and 4 GB larger
+# (bench/run.py's batch sweep); a GPU needs several patches per call to fill it.
+CPU_BATCH = 1
+GPU_BATCH = 8
+
+
+def batch_for(max_batch: int, device: str) -> int:
+    """max_batch, or when it is 0 the batch for `device` ("cpu", "cuda:0", ...)."""
+    return max_batch or (CPU_BATCH if device.startswith("cpu") else GPU_BATCH)
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,8 @@ class ConverterSettings:
     (TensorRT's profile shape), "auto" is fixed for TensorRT or when patch_size is set, fit
     otherwise; max_pixels also bounds the input pixels of one inference call (the runtime's
     working memory grows with it); patch_size 0: the bundle's; overlap 0: the bundle's measured
-    receptive margin; threads 0: all cores; model_file: serve this ONNX file instead of the
+    receptive margin; threads 0: all cores; max_batch 0: chosen for the device the backend runs
+    on (`batch_for`); model_file: serve this ONNX file instead of the
     bundle's model of `precision` (the calibration gate scores candidates before they join the
     bundle); trust: also load what the trust score needs (the bundle's training statistics and
     its SEM->OSR generator, run on ONNX Runtime, when it has them; docs/trust.md): the daemon
@@ -50,7 +61,7 @@ class ConverterSettings:
     precision: str = "fp32"
     device: str = ""
     threads: int = 0
-    max_batch: int = 8
+    max_batch: int = 0
     window: str = "hann"
     patch_size: int = 0
     overlap: int = 0
@@ -66,8 +77,9 @@ class ConverterSettings:
                                      ("patching", self.patching, PATCHING)):
             if value not in choices:
                 raise UserError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
-        if self.max_batch < 1:
-            raise UserError(f"the batch size must be at least 1, got {self.max_batch}")
+        if self.max_batch < 0:
+            raise UserError(f"the batch size must be at least 1 (or 0: chosen for the device), "
+                            f"got {self.max_batch}")
         if self.max_pixels < 1:
             raise UserError(f"the pixels per patch must be at least 1, got {self.max_pixels}")
 
@@ -103,7 +115,8 @@ class Converter:
             return preprocess(to_float01(np.asarray(raw)), params)
 
         converter = cls(BoundedBackend(backend, settings.max_pixels), tiler, prepare,
-                        bundle.name, sha256, settings.max_batch, reach(params))
+                        bundle.name, sha256, batch_for(settings.max_batch, backend.device),
+                        reach(params))
         if settings.trust:
             try:
                 converter.judge = _judge(bundle, settings)
@@ -216,7 +229,7 @@ def _judge(bundle: Bundle, settings: ConverterSettings) -> TrustJudge:
     io = {**bundle.io, "receptive_margin": margin, "overlap": max(margin, bundle.io["overlap"])}
     reverse = Converter(BoundedBackend(backend, settings.max_pixels),
                         _tiler(io, settings, backend.name), _unit_range, bundle.name,
-                        entry.sha256, settings.max_batch)
+                        entry.sha256, batch_for(settings.max_batch, backend.device))
     return TrustJudge(statistics, reverse.convert, reverse.close)
 
 
@@ -232,7 +245,7 @@ def _open_backend(bundle: Bundle, settings: ConverterSettings) -> tuple[Backend,
                                      settings.device or None, settings.threads or None)
         return backend, sha256_file(settings.model_file)
     backend = load_backend(bundle, settings.backend, settings.precision, settings.device or None,
-                           settings.threads or None, settings.max_batch)
+                           settings.threads or None, settings.max_batch or GPU_BATCH)
     try:
         served = bundle.model("onnx", backend.precision)
     except UserError:

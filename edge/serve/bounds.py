@@ -19,12 +19,14 @@ def check_queue_memory(config: EdgeConfig) -> None:
             f"this machine has {gib(total)}; lower one of them")
 
 
-def check_batch_memory(config: EdgeConfig, bundle: Bundle, patch_size: int, fit: bool) -> None:
+def check_batch_memory(config: EdgeConfig, bundle: Bundle, patch_size: int, fit: bool,
+                       batch: int) -> None:
     """One inference call's activations (a lower bound, from the ONNX graph) must fit in what
     is free. A call holds at most [tiling] max_pixels input pixels (at least one patch); with
-    fixed patches also at most max_batch of them."""
+    fixed patches also at most `batch` of them (the converter's, [batching] max_batch or the
+    device's)."""
     per_pixel = activation_bytes_per_pixel(bundle.model("onnx", "fp32").path)
-    batch, bound = config.batching.max_batch, config.tiling.max_pixels
+    bound = config.tiling.max_pixels
     pixels = bound if fit else min(batch * patch_size**2, max(bound, patch_size**2))
     needed, free = pixels * per_pixel, available_bytes()
     if needed > free:

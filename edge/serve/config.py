@@ -156,8 +156,11 @@ class TilingConfig:
 
 @dataclass(frozen=True)
 class BatchingConfig:
-    max_batch: int = key(SERVING.max_batch, check.positive_int,
-                         "Patches per inference call. Patches of consecutive tiles share a batch.")
+    max_batch: int = key(SERVING.max_batch, check.nonneg_int,
+                         "Patches per inference call; patches of consecutive tiles share a batch. "
+                         "0: chosen for the device the model runs on: 1 on a CPU (where a batch "
+                         "of 8 is slower and GBs larger: `python bench/run.py` measures it), 8 "
+                         "on a GPU (and TensorRT's profile).")
     max_delay_ms: float = key(QUEUING.max_delay_ms, check.nonneg_number,
                               "The longest the batcher waits for more patches before running a "
                               "partial batch, and only while another tile is queued or being "

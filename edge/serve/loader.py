@@ -28,13 +28,14 @@ def load_converter(config: EdgeConfig, warm_shape: tuple[int, int] | None = None
     converter = Converter.from_bundle(bundle, config.converter_settings())
     patch_size = int(getattr(converter.tiler, "patch_size", 0))
     try:
-        check_batch_memory(config, bundle, patch_size, getattr(converter.tiler, "mode", "") == "fit")
+        check_batch_memory(config, bundle, patch_size, getattr(converter.tiler, "mode", "") == "fit",
+                           converter.max_batch)
         converter.warm_up(warm_shape)
         if converter.judge is not None:
             log.info("%s: %s", bundle.path, converter.judge.describe())
     except MemoryError as exc:
         converter.close()
-        raise UserError(f"{config.source}: [batching] max_batch = {config.batching.max_batch}: "
+        raise UserError(f"{config.source}: [batching] max_batch = {converter.max_batch}: "
                         f"the warm-up batch of {patch_size} px patches ran out of memory; lower "
                         "max_batch") from exc
     except BaseException:

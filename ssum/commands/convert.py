@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", choices=WINDOWS, default=DEFAULTS.window,
                         help=f"seam blending window (default {DEFAULTS.window})")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.max_batch,
-                        help="patches per inference call")
+                        help="patches per inference call (default 0: 1 on a CPU, 8 on a GPU)")
     parser.add_argument("--patching", choices=PATCHING, default=DEFAULTS.patching,
                         help="fit: the fewest, largest patches for each image; fixed: the "
                              "bundle's patch size; auto (default): fixed for tensorrt, else fit")
@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+    if args.batch_size < 0:
+        raise UserError("--batch-size must be at least 1 (or 0: chosen for the device)")
     settings = ConverterSettings(backend=args.backend, precision=args.precision,
                                  device=args.device, threads=args.threads,
                                  max_batch=args.batch_size, window=args.window,

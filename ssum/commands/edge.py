@@ -9,8 +9,8 @@ from pathlib import Path
 from edge.errors import UserError
 from edge.inference.backends import tensorrt_build
 from edge.inference.bundle import PRECISIONS, default_bundle_path, load_bundle
+from edge.inference.converter import GPU_BATCH
 from edge.inference.engine_cache import EngineCache
-from edge.serve.config import DEFAULTS
 from edge.serve.config_file import load_config, to_toml
 from edge.serve.daemon import run_daemon
 from edge.tools.supervise import request_reload
@@ -63,8 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--bundle", type=Path, default=None,
                         help="model bundle (default: models/default)")
     engine.add_argument("--precision", choices=PRECISIONS, default="fp16")
-    engine.add_argument("--max-batch", type=int, default=DEFAULTS.batching.max_batch,
-                        help="largest batch of patches (the daemon's [batching] max_batch)")
+    engine.add_argument("--max-batch", type=int, default=0,
+                        help="largest batch of patches: the daemon's [batching] max_batch "
+                             f"(default 0, as the daemon's: {GPU_BATCH} on a GPU)")
     engine.add_argument("--workspace-mb", type=int, default=tensorrt_build.DEFAULT_WORKSPACE >> 20)
     engine.add_argument("--device", type=int, default=0, help="CUDA device index")
     engine.add_argument("--cache", type=Path, default=None,
@@ -106,12 +107,12 @@ def _reload(url: str, timeout_s: float) -> int:
 
 
 def _build_engine(args: argparse.Namespace) -> int:
-    if args.max_batch < 1 or args.workspace_mb < 1:
-        raise UserError("--max-batch and --workspace-mb must be positive")
+    if args.max_batch < 0 or args.workspace_mb < 1:
+        raise UserError("--max-batch must be >= 0 and --workspace-mb positive")
     bundle = load_bundle(args.bundle or default_bundle_path())
     bundle.model("onnx", args.precision)  # a clear error before touching the GPU
     tensorrt_build.require_tensorrt()
-    path, key = tensorrt_build.ensure_engine(bundle, args.precision, args.max_batch,
+    path, key = tensorrt_build.ensure_engine(bundle, args.precision, args.max_batch or GPU_BATCH,
                                              EngineCache(args.cache), args.workspace_mb << 20,
                                              args.device)
     print(f"engine {path}")
