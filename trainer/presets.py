@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.errors import UserError
 
 MODELS = ("cyclegan", "pix2pix")
 PAIRED_LOSSES = ("none", "l1", "shift-l1", "blur-l1")
+Settings = TypeVar("Settings")
+
+
+def from_record(cls: type[Settings], data: dict[str, Any]) -> Settings:
+    """Frozen settings from their JSON record (`asdict`): JSON lists back to tuples, keys the
+    class does not know (a newer record) left out."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        return cls(**values)  # type: ignore[arg-type]
+        return from_record(cls, data)
 
     def validated(self) -> TrainConfig:
         if self.model not in MODELS:

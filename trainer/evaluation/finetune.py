@@ -23,7 +23,7 @@ import numpy as np
 from edge.errors import UserError
 from trainer.evaluation.harness import write_metrics_json, write_report_files
 from trainer.evaluation.robustness import Convert, score_pair, summarize_frames
-from trainer.presets import MODELS
+from trainer.presets import MODELS, from_record
 from trainer.sim.domain import holdout_params
 from trainer.sim.pairs import make_pair, write_pairs
 
@@ -165,9 +165,7 @@ def rescore(study: Path, eval_seeds: Sequence[int],
     old = read_study(study)
     runs = old["runs"]
     try:
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in old["settings"].items()}
-        s = replace(FinetuneSettings(**fields),
+        s = replace(from_record(FinetuneSettings, old["settings"]),
                     eval_seeds=tuple(eval_seeds)).validated()
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"--rescore {study}: no readable fine-tuning study there ({exc})") from exc
