@@ -25,7 +25,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/run.py --trust off --suffix _trust_off
-	$(BIN)/python bench/run.py --trust off --max-batch 8 --suffix _trust_off_batch8
+	$(BIN)/python bench/run.py --trust off --max-batch 8 --latency-tiles 40 --suffix _trust_off_batch8
 	$(BIN)/python bench/bench_int8.py
 	$(BIN)/python bench/bench_int8.py --batch 4 --out bench/results/int8_cpu_batch4.json
 	$(BIN)/python bench/bench_tiling.py

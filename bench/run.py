@@ -2,11 +2,16 @@
 
 Three measurements on the same simulated camera tiles and the same engine (bundle, backend,
 threads, tiler) as the daemon builds from its config:
-  backend  only `backend.infer` over the tiles' patches, batched across tiles, at each batch of
-           SWEEP and again after the daemon at the daemon's batch; the ceiling is the best of
-           them (the daemon's own batch, or any other, and the machine's faster moments);
+  backend  only `backend.infer` over the tiles' patches, batched across tiles: once at each
+           batch of SWEEP (what the batch costs), and in the paired rounds at the daemon's batch
+           (the ceiling);
   daemon   a real daemon process: tiles PUSHed to its PULL socket as fast as it takes them,
-           results SUBscribed from its PUB socket; tiles/s from first send to last result;
+           results SUBscribed from its PUB socket; tiles/s from first send to last result.
+           Backend and daemon alternate in --rounds paired rounds (the daemon idle while the
+           backend runs), each ratio taken within its round, the median reported; and, with
+           one patch per call, against the daemon's own inference in that stream (its tiles'
+           inference calls summed: its one inference thread busy all the time), the ceiling
+           in the daemon's own process and session;
   latency  one tile at a time through the daemon, as at the rig's rate (each tile sent once the
            previous result is in): per tile, the round trip at the client split into the
            daemon's stages (its `latency_ms` header) and the wire; the latency the daemon adds is
@@ -151,15 +156,17 @@ class DaemonClient:
         return {"round_trip": 1000 * (time.perf_counter() - start),
                 **message.header["latency_ms"]}
 
-    def stream(self, scan_id: str, tiles: list[np.ndarray]) -> float:
-        """Seconds from the first tile sent to the last result received."""
+    def stream(self, scan_id: str, tiles: list[np.ndarray]) -> tuple[float, list[dict[str, float]]]:
+        """Seconds from the first tile sent to the last result received, and each result's
+        stage times (ms)."""
         received: list[float] = []
+        stages: list[dict[str, float]] = []
         errors: list[Exception] = []
 
         def collect() -> None:
             try:
                 for _ in tiles:
-                    self.receive()
+                    stages.append(self.receive().header["latency_ms"])
                 received.append(time.perf_counter())
             except (RuntimeError, zmq.ZMQError) as exc:
                 errors.append(exc)
@@ -172,14 +179,17 @@ class DaemonClient:
         collector.join()
         if errors:
             raise RuntimeError(f"streaming failed: {errors[0]}")
-        return received[0] - start
+        return received[0] - start, stages
 
     def close(self) -> None:
         self.context.destroy(linger=0)
 
 
 def bench_daemon(config: Path, ports: dict[str, int], tiles: list[np.ndarray],
-                 latency_tiles: int) -> dict[str, Any]:
+                 latency_tiles: int, engine: Converter, rounds: int) -> dict[str, Any]:
+    """One daemon process: the latency pass, then `rounds` paired rounds of the backend alone
+    (in this process, the daemon idle) and the daemon streaming the same tiles. The machine's
+    speed drifts by tens of per cent over minutes; paired rounds put each ratio on one speed."""
     with tempfile.TemporaryDirectory(prefix="ssum-bench-") as tmp:
         notify = NotifyListener(Path(tmp))
         daemon = start_daemon(config, notify, Path(tmp) / "daemon.log")
@@ -189,7 +199,14 @@ def bench_daemon(config: Path, ports: dict[str, int], tiles: list[np.ndarray],
             client.round_trip("bench-warmup", 0, tiles[0])
             round_trips = [client.round_trip("bench-latency", i, tiles[i % len(tiles)])
                            for i in range(latency_tiles)]
-            elapsed = client.stream("bench-stream", tiles)
+            paired = []
+            for r in range(rounds):
+                backend = bench_backend(engine, tiles, engine.max_batch)
+                elapsed, stages = client.stream(f"bench-stream-{r}", tiles)
+                infer_s = sum(t["infer"] for t in stages) / 1000
+                paired.append({"backend_tiles_per_s": backend["tiles_per_s"],
+                               "daemon_tiles_per_s": len(tiles) / elapsed,
+                               "daemon_infer_tiles_per_s": len(tiles) / infer_s})
         except RuntimeError as exc:
             log = (Path(tmp) / "daemon.log").read_text()[-2000:]
             raise SystemExit(f"bench: {exc}\n--- daemon log ---\n{log}") from None
@@ -197,7 +214,7 @@ def bench_daemon(config: Path, ports: dict[str, int], tiles: list[np.ndarray],
             client.close()
             stop_daemon(daemon)
             notify.close()
-    return {"tiles_per_s": len(tiles) / elapsed, "seconds": elapsed, "round_trips": round_trips}
+    return {"rounds": paired, "round_trips": round_trips}
 
 
 COMPUTE_STAGES = ("preprocess", "infer", "blend", "trust")
@@ -223,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--tiles", type=int, default=12, help="tiles per throughput pass")
     parser.add_argument("--tile", type=int, default=512, help="tile size in px")
-    parser.add_argument("--latency-tiles", type=int, default=40,
-                        help="tiles sent one at a time for the latency breakdown")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="paired rounds of the backend alone and the daemon (default 3)")
+    parser.add_argument("--latency-tiles", type=int, default=100,
+                        help="tiles sent one at a time for the latency breakdown (default 100)")
     parser.add_argument("--max-batch", type=int, default=0,
                         help="the daemon's [batching] max_batch (default 0, its default: chosen "
                              "for the device)")
@@ -251,12 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         sweep = batch_sweep(engine, tiles)
         compute_ms = [1000 * convert_in_process(engine, tiles[i % len(tiles)], batch)
                       for i in range(min(args.latency_tiles, 5))]
-        engine.close()
-        daemon = bench_daemon(config, ports, tiles, args.latency_tiles)
-        with load_converter(load_config(config)) as engine:  # the machine's speed drifts
-            after = bench_backend(engine, tiles, batch)
-    ceiling = max([*sweep, after], key=lambda row: row["tiles_per_s"])
-
+        try:
+            daemon = bench_daemon(config, ports, tiles, args.latency_tiles, engine, args.rounds)
+        finally:
+            engine.close()
+    rounds = daemon["rounds"]
+    ratios = [r["daemon_tiles_per_s"] / r["backend_tiles_per_s"] for r in rounds]
+    # The daemon's one inference thread can be busy at most all the time: with one tile per
+    # call, tiles / (sum of their inference calls) is a ceiling in its own process and session.
+    own = [r["daemon_tiles_per_s"] / r["daemon_infer_tiles_per_s"] for r in rounds] \
+        if batch == 1 else []
     latency = latency_breakdown(daemon["round_trips"])
     added_ms = latency["added"]
     result = {
@@ -265,11 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "model": labels, "bundle": relative(bundle),
         "tile_px": args.tile, "tiles": args.tiles, "max_batch_config": args.max_batch,
         "daemon_batch": batch, "threads": args.threads, "window": args.window,
-        "trust_mode": args.trust, "backend_batch_sweep": sweep, "backend_after_daemon": after,
-        "ceiling": ceiling, "backend_tiles_per_s": ceiling["tiles_per_s"],
-        "patches_per_tile": ceiling["patches_per_tile"],
-        "daemon_tiles_per_s": daemon["tiles_per_s"],
-        "ratio_daemon_to_backend": daemon["tiles_per_s"] / ceiling["tiles_per_s"],
+        "trust_mode": args.trust, "backend_batch_sweep": sweep, "paired_rounds": rounds,
+        "backend_tiles_per_s": float(np.median([r["backend_tiles_per_s"] for r in rounds])),
+        "patches_per_tile": sweep[0]["patches_per_tile"],
+        "daemon_tiles_per_s": float(np.median([r["daemon_tiles_per_s"] for r in rounds])),
+        "ratio_daemon_to_backend": float(np.median(ratios)), "ratios_per_round": ratios,
+        "ratio_daemon_to_own_inference": float(np.median(own)) if own else None,
+        "ratios_to_own_inference_per_round": own,
         "target_ratio": 0.95,
         "in_process_tile_ms_median": float(np.median(compute_ms)),
         "latency_ms": latency, "daemon_added_latency_ms": added_ms, "target_added_p99_ms": 5.0,
@@ -281,11 +306,16 @@ def main(argv: list[str] | None = None) -> int:
           "tile): batch  tiles/s  peak RSS MB")
     for row in sweep:
         print(f"  {row['batch']:>5} {row['tiles_per_s']:8.3f} {row['peak_rss_mb']:8.0f}")
-    print(f"  again after the daemon, batch {batch}: {after['tiles_per_s']:.3f} tiles/s")
-    print(f"ceiling       : {ceiling['tiles_per_s']:.3f} tiles/s (the best of these; the daemon "
-          f"ran batches of up to {batch})")
-    print(f"daemon e2e    : {result['daemon_tiles_per_s']:.3f} tiles/s "
-          f"(ratio {result['ratio_daemon_to_backend']:.3f}, target >= 0.95)")
+    print(f"paired rounds at the daemon's batch ({batch}): backend alone, then the daemon")
+    for r, ratio in zip(rounds, ratios, strict=True):
+        print(f"  {r['backend_tiles_per_s']:.3f} -> {r['daemon_tiles_per_s']:.3f} tiles/s "
+              f"(ratio {ratio:.3f})")
+    print(f"daemon e2e    : {result['daemon_tiles_per_s']:.3f} tiles/s (median ratio "
+          f"{result['ratio_daemon_to_backend']:.3f} to the backend in this process)")
+    if own:
+        print(f"daemon e2e against its own inference (tiles / sum of their inference calls): "
+              f"median {result['ratio_daemon_to_own_inference']:.3f} (rounds "
+              + ", ".join(f"{x:.3f}" for x in own) + "; target >= 0.95)")
     print(f"latency, {args.latency_tiles} tiles one at a time (ms)   p50      p99")
     for key in ("round_trip", "compute", *COMPUTE_STAGES, "queue", "publish", "wire", "added",
                 "in_daemon"):
