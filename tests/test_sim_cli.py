@@ -79,6 +79,8 @@ def test_synth_pairs_with_planes_writes_stacks_the_trainer_fuses(tmp_path, capsy
     assert main(["synth", "pairs", "--out", str(split), "--n", "1", "--size", "64",
                  "--planes", "3", "--split-planes"]) == 0
     assert sorted(p.name for p in (split / "osr").iterdir()) == [f"0000_z{k}.tif" for k in range(3)]
+    assert json.loads((split / "meta.json").read_text())["pairs"][0]["files"] == \
+        [f"0000_z{k}.tif" for k in range(3)]
     for k in range(3):  # the same scene, one plane per pair
         assert np.allclose(read_stack(split / "osr" / f"0000_z{k}.tif")[0][0],
                            read_stack(out / "osr" / "0000.tif")[0][k], atol=1e-4)

@@ -123,14 +123,15 @@ def write_stack_pairs(out: Path, n: int, seed: int = 0, size: int = 256,
         rng = np.random.default_rng(pair_seed(seed, i))
         scene = simulate_stack_scene(rng, size, params, pixel_size_nm=pixel_size_nm)
         if split_planes:
-            for k, plane in enumerate(scene.planes):
-                write_tiff16(out / "osr" / f"{i:04d}_z{k}.tif", plane)
-                write_tiff16(out / "sem" / f"{i:04d}_z{k}.tif", scene.sem)
+            files = [f"{i:04d}_z{k}.tif" for k in range(len(scene.planes))]
+            for name, plane in zip(files, scene.planes, strict=True):
+                write_tiff16(out / "osr" / name, plane)
+                write_tiff16(out / "sem" / name, scene.sem)
         else:
-            write_stack(out / "osr" / f"{i:04d}.tif", scene.planes, scene.z_nm)
-            write_tiff16(out / "sem" / f"{i:04d}.tif", scene.sem)
-        records.append({"file": f"{i:04d}.tif", "z_nm": scene.z_nm,
-                        "drift_px": scene.drift_px.tolist()})
+            files = [f"{i:04d}.tif"]
+            write_stack(out / "osr" / files[0], scene.planes, scene.z_nm)
+            write_tiff16(out / "sem" / files[0], scene.sem)
+        records.append({"files": files, "z_nm": scene.z_nm, "drift_px": scene.drift_px.tolist()})
     summary = {"format": "ssum-stack-pairs", "version": FORMAT_VERSION, "n": n, "seed": seed,
                "size": size, "pixel_size_nm": pixel_size_nm, "split_planes": split_planes,
                "stack": dataclasses.asdict(params), "layers": dataclasses.asdict(LayerStackParams()),
