@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -72,3 +73,20 @@ def test_the_default_batch_is_chosen_for_the_device(bundle):
         assert converter.max_batch == 5
     with pytest.raises(UserError, match="batch size"):
         ConverterSettings(max_batch=-1)
+
+
+@pytest.mark.parametrize(("configured", "shown"), [(0, "0 (1 on this device)"), (3, "3")])
+def test_a_warm_up_out_of_memory_names_the_batch_as_configured(tiny_bundle_source, monkeypatch,
+                                                               configured, shown):
+    from edge.inference.converter import Converter
+    from edge.serve.config_file import build_config
+    from edge.serve.loader import load_converter
+
+    def out_of_memory(self, shape=None):
+        raise MemoryError
+
+    monkeypatch.setattr(Converter, "warm_up", out_of_memory)
+    config = build_config({"model": {"bundle": str(tiny_bundle_source), "threads": 1},
+                           "batching": {"max_batch": configured}}, "edge.toml")
+    with pytest.raises(UserError, match=rf"edge.toml: \[batching\] max_batch = {re.escape(shown)}:"):
+        load_converter(config)

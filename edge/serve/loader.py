@@ -35,7 +35,9 @@ def load_converter(config: EdgeConfig, warm_shape: tuple[int, int] | None = None
             log.info("%s: %s", bundle.path, converter.judge.describe())
     except MemoryError as exc:
         converter.close()
-        raise UserError(f"{config.source}: [batching] max_batch = {converter.max_batch}: "
+        configured = config.batching.max_batch
+        batch = f"{configured}" if configured else f"0 ({converter.max_batch} on this device)"
+        raise UserError(f"{config.source}: [batching] max_batch = {batch}: "
                         f"the warm-up batch of {patch_size} px patches ran out of memory; lower "
                         "max_batch") from exc
     except BaseException:
