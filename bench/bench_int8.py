@@ -2,8 +2,9 @@
 
 Speed: patches/s at the bundle's patch size, batches of --batch, one warm-up call each, then
 --repeats rounds of one timed call per variant, interleaved, median (the CPU's speed drifts by
-tens of per cent within minutes; in turn, each variant meets the same drift). Quality: the held-out pairs (default: the simulated test set) converted
-through the serving tiler by each variant, mean PSNR to the SEM reference.
+tens of per cent within minutes; in turn, each variant meets the same drift). Quality: the
+held-out pairs (default: the simulated test set) converted through the serving tiler by each
+variant, mean PSNR to the SEM reference.
 Also each variant's speed as stored in the bundle (without the CPU graph rewrite of
 edge/inference/onnx_rewrite.py) and the share of kernel time per operator type (one profiled
 call). Writes bench/results/int8_cpu.json with the machine described.
@@ -37,14 +38,14 @@ from edge.inference.converter import CPU_BATCH, Converter, ConverterSettings
 from trainer.evaluation.metrics import psnr
 
 
-def interleaved_seconds(backends: dict[str, Any], batch: np.ndarray, rounds: int,
-                        ) -> dict[str, list[float]]:
+def interleaved_seconds(backends: dict[Any, Any], batch: np.ndarray, rounds: int,
+                        ) -> dict[Any, list[float]]:
     """Seconds of one call of each backend, in `rounds` rounds of one call each (the order
     rotating): the machine's drift falls on every backend alike, not on whichever ran last."""
     for backend in backends.values():
         backend.infer(batch)
     names = list(backends)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
+    seconds: dict[Any, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             start = time.perf_counter()
