@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.inference.bundle import load_bundle
 from edge.inference.onnx_rewrite import split_single_channel_convs
+from edge.inference.qdq_rewrite import integer_operators
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -59,3 +60,39 @@ def test_the_cpu_backend_runs_the_rewritten_generator_to_the_bundles_output(tiny
     plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = plain.run(None, {plain.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(OnnxRuntimeBackend(path).infer(x), expected, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def int8_generator(tmp_path_factory, tiny_bundle_source):
+    """The tiny generator quantized as `ssum calibrate` does for the CPU (symmetric int8 Q/DQ)."""
+    from calibration.quantize import quantize_int8
+
+    path = load_bundle(tiny_bundle_source).model("onnx", "fp32").path
+    patches = np.random.default_rng(3).random((8, 1, 64, 64), dtype=np.float32)
+    return quantize_int8(path, tmp_path_factory.mktemp("int8") / "int8.onnx", patches, "max")
+
+
+def test_the_int8_model_as_integer_operators_gives_onnxruntimes_own_output(int8_generator):
+    model = onnx.load(str(int8_generator))
+    rewritten, count = integer_operators(model)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert count > 0 and {"QLinearConv", "QLinearLeakyRelu", "QLinearAdd"} <= set(ops)
+    producer = {o: n for n in rewritten.graph.node for o in n.output}
+    pads = [n for n in rewritten.graph.node if n.op_type == "Pad"]
+    assert any(producer.get(p.input[0]) is not None
+               and producer[p.input[0]].op_type in ("QLinearLeakyRelu", "QLinearAdd") for p in pads)
+    assert ops.count("DequantizeLinear") < [n.op_type for n in model.graph.node].count("DequantizeLinear")
+    x = np.random.default_rng(4).random((2, 1, 64, 96), dtype=np.float32)
+    np.testing.assert_array_equal(_run(rewritten, x), _run(model, x))
+
+
+def test_a_model_without_symmetric_int8_activations_is_left_as_it_is(int8_generator):
+    model = onnx.load(str(int8_generator))
+    zero = next(n.input[2] for n in model.graph.node
+                if n.op_type == "QuantizeLinear" and n.input[0] not in {i.name for i in model.graph.initializer})
+    for init in model.graph.initializer:
+        if init.name == zero:
+            init.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), zero))
+    rewritten, count = integer_operators(model)
+    assert count == 0 and [n.op_type for n in rewritten.graph.node] == [n.op_type for n in model.graph.node]
+    assert integer_operators(_conv_model(2, 3))[1] == 0  # a float model

@@ -12,16 +12,20 @@ import onnxruntime as ort
 from edge.errors import UserError
 from edge.inference.backends.base import check_batch
 from edge.inference.onnx_rewrite import split_single_channel_convs
+from edge.inference.qdq_rewrite import integer_operators
 
 log = logging.getLogger(__name__)
 
 
 def cpu_graph(model_path: str | Path) -> bytes:
     """The model as ONNX Runtime runs it on CPU: single-output-channel convolutions split into
-    shapes its kernels run fast (edge/inference/onnx_rewrite.py)."""
+    shapes its kernels run fast (edge/inference/onnx_rewrite.py), an INT8 Q/DQ model written with
+    integer operators (edge/inference/qdq_rewrite.py)."""
     model, count = split_single_channel_convs(onnx.load(str(model_path)))
-    if count:
-        log.debug("%s: %d single-channel convolution(s) split for the CPU", model_path, count)
+    model, integer = integer_operators(model)
+    if count or integer:
+        log.debug("%s: %d single-channel convolution(s) split, %d operator(s) made integer, "
+                  "for the CPU", model_path, count, integer)
     return model.SerializeToString()
 
 
