@@ -77,6 +77,7 @@ def test_the_int8_model_as_integer_operators_gives_onnxruntimes_own_output(int8_
     rewritten, count = integer_operators(model)
     ops = [n.op_type for n in rewritten.graph.node]
     assert count > 0 and {"QLinearConv", "QLinearLeakyRelu", "QLinearAdd"} <= set(ops)
+    assert "DepthToSpace" not in ops and ops.count("Transpose") == 6  # both upsamplers channels-last
     producer = {o: n for n in rewritten.graph.node for o in n.output}
     pads = [n for n in rewritten.graph.node if n.op_type == "Pad"]
     assert any(producer.get(p.input[0]) is not None
