@@ -12,11 +12,13 @@ writes the model as ONNX Runtime's operator-oriented layout instead:
 - `DQ -> Conv -> Q` with a Q/DQ weight becomes `QLinearConv` (int8 weights per channel, the float
   bias as int32 at the input scale times the weight scale, as ONNX Runtime's fusion does);
 - `DQ -> LeakyRelu -> Q` becomes `QLinearLeakyRelu`, `DQ, DQ -> Add -> Q` becomes `QLinearAdd`;
-- `DQ -> Pad(reflect | edge) -> Q` of one scale becomes the `Pad` of the uint8 tensor (a copy of
-  values: exact).
+- `DQ -> Pad(reflect | edge) -> Q` and `DQ -> DepthToSpace -> Q` of one scale run on the uint8
+  tensor (copies of values: exact); before a float operator, the dequantize moves after them;
+- a sub-pixel `DepthToSpace` after an integer convolution is computed channels-last, as moves of
+  whole pixels (the convolution's output channels reordered to match).
 
-What is left of the Q/DQ layout (the float first and last layers, the sub-pixel DepthToSpace)
-stays as it was. The bundle's file is not changed; a model with an asymmetric activation, or with
+The output is ONNX Runtime's own for the Q/DQ model, bit for bit (tests/test_onnx_rewrite.py).
+What is left of the Q/DQ layout (the float first and last layers) stays as it was. The bundle's file is not changed; a model with an asymmetric activation, or with
 no Q/DQ at all, is returned as it came.
 """
 
