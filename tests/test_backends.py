@@ -90,3 +90,11 @@ def test_a_warm_up_out_of_memory_names_the_batch_as_configured(tiny_bundle_sourc
                            "batching": {"max_batch": configured}}, "edge.toml")
     with pytest.raises(UserError, match=rf"edge.toml: \[batching\] max_batch = {re.escape(shown)}:"):
         load_converter(config)
+
+
+def test_onnxruntime_threads_do_not_spin_between_calls(tiny_bundle_source):
+    from edge.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    path = load_bundle(tiny_bundle_source).model("onnx", "fp32").path
+    options = OnnxRuntimeBackend(path).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

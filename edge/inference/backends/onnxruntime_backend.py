@@ -44,6 +44,10 @@ class OnnxRuntimeBackend:
         # ONNX Runtime re-plans on every shape change, which cost ~1.6 s on a 512 px batch of 8.
         options.enable_mem_pattern = False
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # ONNX Runtime's threads spin after each call by default; in the daemon they would take
+        # the cores from the stages that publish the tile just converted (p99 added latency
+        # 7.4-7.8 ms spinning, 3.8-4.0 ms not, inference time the same: docs/results.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
         self.device = "cpu"
         if device and device.startswith("cuda"):
