@@ -159,8 +159,9 @@ def _peak_rss_added(mode: str, bundle: Path, image: Path, out: Path) -> int:
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc")
 def test_an_image_larger_than_the_memory_budget_converts_streamed(tiny_bundle_source, tmp_path):
     """Budget: one float32 copy of the image (16000 x 1200 px: the bands streaming holds are a
-    fixed cost, about 58 MB here, so a taller image gives them room). Streaming stays below it (bands of rows from and
-    to disk); converting in memory holds the image, its patches and the output at once."""
+    fixed cost, about 58 MB here, so a taller image gives them room). Streaming stays below it
+    (bands of rows from and to disk); converting in memory holds the image, its patches and the
+    output at once."""
     raw = np.random.default_rng(4).integers(0, 65536, (16000, 1200), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "large.tif", raw)
     budget = raw.size * 4
