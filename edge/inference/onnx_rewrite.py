@@ -16,14 +16,14 @@ from onnx import helper, numpy_helper
 MIN_KERNEL = 3  # smaller kernels gain nothing
 
 
-def _attributes(node: onnx.NodeProto) -> dict:
+def node_attributes(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _splittable(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool:
     if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or node.input[1] not in weights:
         return False
-    w, attrs = weights[node.input[1]], _attributes(node)
+    w, attrs = weights[node.input[1]], node_attributes(node)
     square = w.ndim == 4 and w.shape[0] == 1 and w.shape[2] == w.shape[3] >= MIN_KERNEL
     plain = (attrs.get("group", 1) == 1 and set(attrs.get("strides", [1, 1])) == {1}
              and set(attrs.get("dilations", [1, 1])) == {1} and not any(attrs.get("pads", [0]))

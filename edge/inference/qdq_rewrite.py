@@ -18,8 +18,9 @@ writes the model as ONNX Runtime's operator-oriented layout instead:
   whole pixels (the convolution's output channels reordered to match).
 
 The output is ONNX Runtime's own for the Q/DQ model, bit for bit (tests/test_onnx_rewrite.py).
-What is left of the Q/DQ layout (the float first and last layers) stays as it was. The bundle's file is not changed; a model with an asymmetric activation, or with
-no Q/DQ at all, is returned as it came.
+What is left of the Q/DQ layout (the float first and last layers) stays as it was. The bundle's
+file is not changed; a model with an asymmetric activation, or with no Q/DQ at all, is returned
+as it came.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edge.inference.onnx_rewrite import node_attributes
+
 MS = "com.microsoft"
 COPYING_PAD_MODES = (b"reflect", b"edge")
 
 
 class _Graph:
     def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
         self.nodes = list(model.graph.node)
         self.init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         self.producer = {o: n for n in self.nodes for o in n.output}
@@ -42,6 +44,7 @@ class _Graph:
         for node in self.nodes:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
+        self.outputs = {o.name for o in model.graph.output}
         self.new_inits: dict[str, np.ndarray] = {}
 
     def op(self, name: str, op_type: str) -> onnx.NodeProto | None:
@@ -50,12 +53,9 @@ class _Graph:
 
     def only_consumer(self, name: str, op_type: str) -> onnx.NodeProto | None:
         users = self.consumers.get(name, [])
-        if len(users) == 1 and users[0].op_type == op_type and name not in self.outputs():
+        if len(users) == 1 and users[0].op_type == op_type and name not in self.outputs:
             return users[0]
         return None
-
-    def outputs(self) -> set[str]:
-        return {o.name for o in self.model.graph.output}
 
     def value(self, name: str) -> np.ndarray:
         return self.new_inits[name] if name in self.new_inits else self.init[name]
@@ -112,14 +112,14 @@ def _conv(g: _Graph, conv: onnx.NodeProto, q: onnx.NodeProto) -> onnx.NodeProto 
         step = g.value(x_dq.input[1]) * g.value(w_scale)
         inputs.append(g.add_init(f"{conv.input[2]}_int32", np.rint(bias / step).astype(np.int32)))
     return helper.make_node("QLinearConv", inputs, [q.output[0]], name=f"{conv.name}_qlinear",
-                            **{a.name: helper.get_attribute_value(a) for a in conv.attribute})
+                            **node_attributes(conv))
 
 
 def _leaky_relu(g: _Graph, node: onnx.NodeProto, q: onnx.NodeProto) -> onnx.NodeProto | None:
     dq = g.op(node.input[0], "DequantizeLinear")
     if dq is None:
         return None
-    alpha = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "alpha"), 0.01)
+    alpha = node_attributes(node).get("alpha", 0.01)
     return helper.make_node("QLinearLeakyRelu", [*dq.input[:3], *q.input[1:3]], [q.output[0]],
                             name=f"{node.name}_qlinear", domain=MS, alpha=alpha)
 
@@ -140,7 +140,7 @@ def _moves_values(node: onnx.NodeProto) -> bool:
     """An operator that only copies values (so that it commutes with a dequantize)."""
     if node.op_type == "DepthToSpace":
         return True
-    mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "mode"), b"")
+    mode = node_attributes(node).get("mode", b"")
     return node.op_type == "Pad" and mode in COPYING_PAD_MODES and len(node.input) <= 3
 
 
@@ -171,7 +171,10 @@ MOVES = ("Pad", "DepthToSpace")
 
 def integer_operators(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of `model` written with integer operators where its Q/DQ layout allows (see the
-    module); and how many float operators were replaced."""
+    module); and how many float operators were replaced. A model without QuantizeLinear comes
+    back itself, uncopied (the FP32 and FP16 models pass here at every load)."""
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = _Graph(out)
@@ -194,7 +197,7 @@ def integer_operators(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             if q is not None and new[-1].output[0] == q.output[0]:
                 dropped.add(id(q))
     nodes = [m for n in g.nodes if id(n) not in dropped for m in replaced.get(id(n), [n])]
-    nodes, subpixel = _channels_last_subpixel(g, _live(nodes, g.outputs()))
+    nodes, subpixel = _channels_last_subpixel(g, _live(nodes, g.outputs))
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     del out.graph.value_info[:]  # intermediate types changed (int8 to uint8)
@@ -273,7 +276,7 @@ def _channels_last_subpixel(g: _Graph, nodes: list[onnx.NodeProto]
         conv = producer.get(d2s.input[0]) if d2s.op_type == "DepthToSpace" else None
         if conv is None or conv.op_type != "QLinearConv" or uses[d2s.input[0]] != 1:
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in d2s.attribute}
+        attrs = node_attributes(d2s)
         r, mode = int(attrs["blocksize"]), attrs.get("mode", b"DCR")
         depth = g.value(conv.input[3]).shape[0] // (r * r)
         swap[id(conv)] = [_dcr_order(g, conv, r) if mode == b"CRD" else conv]
