@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from edge.errors import UserError
@@ -41,6 +42,11 @@ INLIER_FACTOR = 2.0  # the cycle's intensity fit leaves out blocks this far abov
 STATISTICS_VERSION = 1
 LOW_TRUST = 0.5  # tiles below it count as low-trust (consume's summary, the alert)
 MODES = ("every", "nth", "off")
+RENDER_SIGMA_PX = 2.5  # the optical blur (Gaussian sigma, px) that re-renders an output as OSR
+HARM_FEATURES = (*(f"input_{f}" for f in FEATURES), *(f"excess_{f}" for f in FEATURES),
+                 *(f"output_{f}" for f in FEATURES), "input_bright_fraction",
+                 "output_bright_fraction", "render_correlation")
+HARM_VERSION = 1
 
 Render = Callable[[np.ndarray], np.ndarray]
 
@@ -80,6 +86,27 @@ def input_statistics(images: np.ndarray) -> np.ndarray:
     out = np.column_stack([percentiles, noise, spectrum["spectrum_slope"],
                            spectrum["spectrum_high_low_db"]])
     return out[0] if array.ndim == 2 else out
+
+
+def bright_fraction(image: np.ndarray) -> float:
+    """The share of pixels nearer the 99th than the 1st intensity percentile: the area of the
+    bright phase, which tells which material a tile shows bright."""
+    low, high = np.percentile(image, (1.0, 99.0))
+    return float((image > (low + high) / 2).mean())
+
+
+def render_correlation(prepared: np.ndarray, converted: np.ndarray) -> float:
+    """Pearson correlation of the converted tile blurred as the optics blur (RENDER_SIGMA_PX)
+    with the input as the network saw it: a physical cycle, with no generator to fool. 0 when
+    either is flat."""
+    output = np.clip(np.asarray(converted, np.float32), 0.0, 1.0)
+    blurred = cv2.GaussianBlur(output, (0, 0), RENDER_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
+    if blurred.shape != prepared.shape:
+        blurred = cv2.resize(blurred, prepared.shape[::-1], interpolation=cv2.INTER_AREA)
+    x, y = np.asarray(prepared, np.float64).ravel(), blurred.astype(np.float64).ravel()
+    if x.std() < 1e-9 or y.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def block_grid(shape: tuple[int, ...], block_px: int = BLOCK_PX) -> tuple[int, int]:
@@ -140,6 +167,49 @@ def _rounded(values: np.ndarray) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
+class HarmModel:
+    """P(the conversion harms a tile): a logistic model on HARM_FEATURES standardised by the
+    fitting tiles' mean and scale (`ssum bundle harm`, trainer.evaluation.harm, fitted on pairs
+    whose SEM tells harm from help)."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+
+    def probability(self, features: np.ndarray) -> float:
+        z = (np.asarray(features, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        logit = float(np.clip(z, -50.0, 50.0) @ np.asarray(self.coef) + self.intercept)
+        return 1.0 / (1.0 + math.exp(-logit)) if logit > -700 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": HARM_VERSION, "features": list(HARM_FEATURES),
+                "mean": list(_rounded(np.array(self.mean))),
+                "scale": list(_rounded(np.array(self.scale))),
+                "coef": list(_rounded(np.array(self.coef))),
+                "intercept": float(f"{self.intercept:.6g}")}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> HarmModel:
+        if not isinstance(data, dict) or data.get("version") != HARM_VERSION \
+                or data.get("features") != list(HARM_FEATURES):
+            raise UserError(f"{where}: not a harm model of version {HARM_VERSION} on this "
+                            "version's features (fit it again: ssum bundle harm)")
+        width = len(HARM_FEATURES)
+        lists = [data.get(k) for k in ("mean", "scale", "coef")]
+        ok = all(isinstance(v, list) and len(v) == width
+                 and all(isinstance(x, int | float) and math.isfinite(x) for x in v)
+                 for v in lists) and all(x > 0 for x in data["scale"]) \
+            and isinstance(data.get("intercept"), int | float) \
+            and math.isfinite(data["intercept"])
+        if not ok:
+            raise UserError(f"{where} must hold mean, scale (> 0) and coef: lists of {width} "
+                            "numbers, and a finite intercept")
+        mean, scale, coef = (tuple(float(x) for x in v) for v in lists if v is not None)
+        return cls(mean, scale, coef, float(data["intercept"]))
+
+
+@dataclass(frozen=True)
 class Measurement:
     """What the judge measured on one tile: the statistics of the tile and of its blocks (None
     when not asked for), the cycle's RMS residual of the tile and of its blocks (None without a
@@ -163,6 +233,7 @@ class TrainingStatistics:
     cycle_block: Envelope | None = None
     images: int = 0
     blocks: int = 0
+    harm: HarmModel | None = None
 
     @classmethod
     def of(cls, measurements: Sequence[Measurement]) -> TrainingStatistics:
@@ -206,10 +277,12 @@ class TrainingStatistics:
                 raise UserError(f"{where}.cycle must be an object")
             cycle_tile = Envelope.from_dict(cycle.get("tile"), 1, f"{where}.cycle.tile")
             cycle_block = Envelope.from_dict(cycle.get("block"), 1, f"{where}.cycle.block")
+        harm = data.get("harm")
         return cls(Envelope.from_dict(data.get("tile"), width, f"{where}.tile"),
                    Envelope.from_dict(data.get("block"), width, f"{where}.block"),
                    cycle_tile, cycle_block, int(data.get("images", 0)),
-                   int(data.get("blocks", 0)))
+                   int(data.get("blocks", 0)),
+                   None if harm is None else HarmModel.from_dict(harm, f"{where}.harm"))
 
 
 @dataclass(frozen=True)
@@ -290,8 +363,23 @@ class TrustJudge:
         cycle, block_cycle = cycle_residuals(prepared, rendered, grid)
         return Measurement(features, block_features, grid, cycle, block_cycle)
 
+    def harm_features(self, measured: np.ndarray, prepared: np.ndarray, converted: np.ndarray,
+                      features: np.ndarray | None = None) -> np.ndarray:
+        """HARM_FEATURES of a tile: its statistics, their excess over the training range, the
+        output's statistics, both bright-phase fractions and the optical re-rendering's
+        correlation with the input. features: the input's statistics, when already measured."""
+        if self.statistics is None:
+            raise RuntimeError("no training statistics to measure the excess against")
+        inputs = input_statistics(measured) if features is None else features
+        output = np.clip(np.asarray(converted, np.float64), 0.0, 1.0)
+        return np.concatenate([inputs, self.statistics.tile.excess(inputs),
+                               input_statistics(output),
+                               [bright_fraction(measured), bright_fraction(output),
+                                render_correlation(prepared, converted)]])
+
     def judge(self, measured: np.ndarray, prepared: np.ndarray, converted: np.ndarray,
               with_map: bool = True) -> TrustResult:
+        """The score: with a harm model, P(the conversion helps); else exp(-total excess)."""
         statistics = self.statistics
         if statistics is None:
             raise RuntimeError("no training statistics to judge against")
@@ -311,7 +399,12 @@ class TrustJudge:
                 blocks = blocks + statistics.cycle_block.excess(m.block_cycle[:, None],
                                                                 upper_only=True)[:, 0]
         trust_map = None if blocks is None else np.exp(-blocks).astype(np.float32).reshape(m.grid)
-        return TrustResult(math.exp(-total), components,
+        score = math.exp(-total)
+        if statistics.harm is not None:
+            features = self.harm_features(measured, prepared, converted, m.features)
+            score = 1.0 - statistics.harm.probability(features)
+            components["helpful"] = score
+        return TrustResult(score, components,
                            FEATURES[worst] if excess[worst] > 0 else "", trust_map)
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
-"""`ssum bundle info | sign | verify | rdf | stats`: what a model bundle is; its manifest
-signature; its BioImage Model Zoo description; the training data's trust statistics."""
+"""`ssum bundle info | sign | verify | rdf | stats | harm`: what a model bundle is; its
+manifest signature; its BioImage Model Zoo description; the training data's trust statistics;
+the trust score's harm model."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("--data", type=Path, required=True,
                        help="the training pairs folder (osr/ and sem/)")
     stats.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
+    harm = actions.add_parser(
+        "harm", help="fit the trust score's harm model on pairs from other microscopes",
+        description="Converts the OSR images of the pairs folders, labels each pair harmed "
+        "(registered PSNR gain < 0 or FRC ratio > 1 against its SEM) or helped, and fits a "
+        "logistic model of harm on the trust features (docs/trust.md); the score becomes "
+        "P(the conversion helps). Give pairs the model was not trained on, from varied "
+        "microscopes (ssum synth pairs --domain randomized) and your own. Needs the trust "
+        "statistics (ssum bundle stats) first. A signed bundle loses its signature.")
+    harm.add_argument("bundle", type=Path)
+    harm.add_argument("--data", type=Path, action="append", required=True,
+                      help="a pairs folder (osr/ and sem/); repeat for several")
+    harm.add_argument("--threads", type=int, default=0, help="CPU threads (0: all)")
     verify = actions.add_parser("verify", help="check the files and the signature of a bundle")
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--trusted", type=Path, required=True,
@@ -53,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "stats":
         return _record_statistics(args.bundle, args.data, args.threads)
+    if args.action == "harm":
+        return _fit_harm(args.bundle, args.data, args.threads)
     if args.action == "verify":
         load_bundle(args.bundle)
         key = verify_bundle(args.bundle, load_trusted_keys(args.trusted))
@@ -80,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
           f"{(trust.get('source') or {}).get('data')}"
           f"{' with the cycle' if 'cycle' in trust else ''}" if trust else
           "  trust statistics: none (ssum bundle stats)")
+    harm = (trust or {}).get("harm")
+    if harm:
+        source = harm.get("source") or {}
+        print(f"  trust harm model: fitted on {source.get('pairs')} pairs "
+              f"({source.get('harmful')} harmed) of {', '.join(source.get('data') or [])}, "
+              f"cross-validated AUROC {source.get('cross_validated_auroc')}")
     return 0
 
 
@@ -88,11 +109,33 @@ def _record_statistics(bundle: Path, data: Path, threads: int) -> int:
     from trainer.export import record_statistics
 
     signed = (bundle / SIGNATURE).is_file()
+    had_harm = "harm" in (load_bundle(bundle).manifest.get("trust") or {})
     trust = record_statistics(bundle, data, ConverterSettings(threads=threads))
     cycle = " and the cycle" if "cycle" in trust else " (no SEM->OSR generator: no cycle)"
     print(f"{bundle}: trust statistics of {trust['images']} images ({trust['blocks']} blocks)"
           f"{cycle} recorded in manifest.json")
+    if had_harm:
+        print(f"{bundle}: its harm model was fitted against the old statistics and was removed: "
+              "fit it again (ssum bundle harm)")
+    _say_if_unsigned(bundle, signed)
+    return 0
+
+
+def _fit_harm(bundle: Path, data: list[Path], threads: int) -> int:
+    from edge.inference.converter import ConverterSettings
+    from trainer.evaluation.harm import fit_harm_model
+
+    signed = (bundle / SIGNATURE).is_file()
+    harm = fit_harm_model(bundle, data, ConverterSettings(threads=threads))
+    source = harm["source"]
+    print(f"{bundle}: harm model fitted on {source['pairs']} pairs, {source['harmful']} harmed "
+          f"by the model; cross-validated AUROC {source['cross_validated_auroc']:.3f}; recorded "
+          "in manifest.json")
+    _say_if_unsigned(bundle, signed)
+    return 0
+
+
+def _say_if_unsigned(bundle: Path, signed: bool) -> None:
     if signed and not (bundle / SIGNATURE).is_file():
         print(f"{bundle}: the manifest changed, its signature was removed: sign it again "
               "(ssum bundle sign)")
-    return 0

@@ -118,15 +118,16 @@ def evaluate_trust(bundle: Bundle | str | Path, pairs: Iterable[tuple[np.ndarray
             trust = converter.trust(osr, output, with_map=False)
             if trust is None:
                 raise UserError(f"pair {name}: too small to judge ({np.shape(osr)})")
-            tiles.append(_tile(name, trust.score, trust.components, to_float01(osr), output,
-                               to_float01(sem), pixel_nm, register))
+            tiles.append(score_tile(name, trust.score, trust.components, to_float01(osr),
+                                    output, to_float01(sem), pixel_nm, register))
     return TrustEvaluation(tuple(tiles), auroc([t.score for t in tiles],
                                                [t.harmful for t in tiles]),
                            spearman([t.score for t in tiles], [t.psnr_gain for t in tiles]))
 
 
-def _tile(name: str, score: float, components: dict[str, float], inp: np.ndarray,
-          pred: np.ndarray, ref: np.ndarray, pixel_nm: float, register: bool) -> TileTrust:
+def score_tile(name: str, score: float, components: dict[str, float], inp: np.ndarray,
+               pred: np.ndarray, ref: np.ndarray, pixel_nm: float, register: bool) -> TileTrust:
+    """One pair's figures: the PSNR gain and FRC ratio of `pred` over `inp` against `ref`."""
     if inp.shape != ref.shape:
         raise UserError(f"pair {name}: OSR {inp.shape} and SEM {ref.shape} differ in size")
     pred = np.clip(pred, 0.0, 1.0)
