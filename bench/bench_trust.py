@@ -3,12 +3,13 @@
 Price: ms per 512 px tile (simulated, held-out seeds), converting with `Converter.convert` and
 judging with `Converter.trust`, in one process, the same converter settings:
   off            conversion only ([trust] mode = "off")
-  stats          + the input statistics and their map (what models/default has: no reverse)
+  stats          + the input statistics, the harm model and the map (what models/default has:
+                 no reverse)
   stats, no map  + the tile's statistics only ([trust] map = false)
   stats + cycle  + the cycle through a SEM->OSR generator: a copy of the bundle whose reverse is
                  a stand-in with the forward generator's architecture and cost (its statistics
-                 recorded from a few pairs), since models/default has no checkpoint left to
-                 export the real one from
+                 recorded from a few pairs, which drops the harm model), since
+                 models/default has no checkpoint left to export the real one from
 Values: the trust of models/default (its recorded training statistics) on in-domain tiles
 (training size 256 px and serving size 512 px, held-out seeds) and on out-of-domain versions
 of the 512 px ones (blurred, noisy, contrast-inverted, low contrast, brighter, an SEM image).

@@ -4,6 +4,7 @@ are harmful; the AUROC and Spearman figures are those of the per-tile scores and
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -57,3 +58,19 @@ def test_a_bundle_without_trust_statistics_is_a_clear_error(tiny_bundle_source):
     tile = make_pair(1, 64)[0]
     with pytest.raises(UserError, match="has no trust statistics"):
         evaluate_trust(tiny_bundle_source, [(tile, tile)])
+
+
+def test_eval_trust_scores_a_users_pairs_and_needs_them(trusted_bundle_source, tmp_path, capsys):
+    from ssum.cli import main
+    from trainer.sim.pairs import write_pairs
+
+    pairs = write_pairs(tmp_path / "pairs", 4, 9500, TRUST_SIZE)
+    out = tmp_path / "eval"
+    assert main(["eval", "--trust", "--data", str(pairs), "--bundle", str(trusted_bundle_source),
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "trust.json").read_text())
+    assert record["n"] == 4 and [t["name"] for t in record["tiles"]] == [
+        f"{i:04d}" for i in range(4)]
+    assert f"trust over {pairs}: 4 tiles" in capsys.readouterr().out
+    assert main(["eval", "--trust", "--bundle", str(trusted_bundle_source)]) == 2
+    assert "--trust needs pairs with their SEM" in capsys.readouterr().err

@@ -90,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"pair side in px (default {ROBUSTNESS_SIZE})")
     robust.add_argument("--trust", action="store_true",
                         help="also judge every grid tile with the bundle's trust score: AUROC "
-                             "for tiles the model harmed vs helped (writes OUT/trust.json)")
+                             "for tiles the model harmed vs helped (writes OUT/trust.json); "
+                             "with --data instead of --robustness: the same on those pairs")
     robust.add_argument("--factors", default=None,
                         help=f"comma-separated subset of {','.join(FACTOR_NAMES)} (default all)")
 
@@ -135,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         from ssum.commands.eval_robustness import run_robustness
 
         return run_robustness(args)
+    if args.trust:
+        from ssum.commands.eval_trust import run_trust
+
+        return run_trust(args)
     inp, ref = resolve_folders(args)
     pixel = args.pixel_size or _pixel_size_from_meta(args.data) or DEFAULT_PIXEL_NM
     names = [] if args.baselines.strip() in ("", "none") else args.baselines.split(",")

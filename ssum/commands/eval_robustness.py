@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from edge.errors import UserError
 from edge.inference.bundle import Bundle, default_bundle_path, load_bundle
 from edge.inference.converter import Converter, ConverterSettings
 from ssum.commands.eval_inspection import parse_seeds
+from ssum.commands.eval_trust import write_trust
 from trainer.evaluation.robustness import (
     FACTOR_NAMES,
     RobustnessSettings,
@@ -73,8 +73,4 @@ def judge_grid(bundle: Bundle, settings: RobustnessSettings, out_dir: Path,
         raise RuntimeError(f"{len(outputs)} conversions recorded for {len(grid)} grid pairs")
     result = evaluate_trust(bundle, [(osr, sem) for _, osr, sem in grid],
                             register=True, names=[name for name, _, _ in grid], outputs=outputs)
-    path = out_dir / "trust.json"
-    path.write_text(json.dumps(result.to_dict(), indent=1))
-    print(f"trust over the grid: {len(grid)} tiles, {result.harmful} harmed by the model "
-          f"(registered); AUROC {result.auroc:.3f} (harmed vs helped), Spearman with the PSNR "
-          f"gain {result.spearman:.3f}; wrote {path}")
+    write_trust(result, out_dir, "the grid")
