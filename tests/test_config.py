@@ -97,6 +97,17 @@ def test_trust_keys_reach_the_converter_and_the_pipeline(tmp_path):
     assert not load_config(path).converter_settings().trust  # the reverse is not even loaded
 
 
+def test_the_input_polarity_reaches_the_converter(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[model]\ninvert_input = true\n")
+    assert load_config(path).converter_settings().invert_input
+    path.write_text("[model]\n")
+    assert not load_config(path).converter_settings().invert_input
+    path.write_text('[model]\ninvert_input = "yes"\n')
+    with pytest.raises(UserError, match="invert_input"):
+        load_config(path)
+
+
 def test_a_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_config(tmp_path / "nope.toml")

@@ -45,6 +45,26 @@ def test_converts_8_and_16_bit_files_of_any_size(bundle, tmp_path, capsys):
     assert "a.png ->" in capsys.readouterr().out
 
 
+def test_an_inverted_microscope_converts_as_its_inverse(trusted_bundle_source, tmp_path):
+    """invert_input: the converter, its trust and `ssum convert --invert-input` see 1 - x."""
+    raw = np.random.default_rng(3).integers(0, 65536, (96, 130), dtype=np.uint16)
+    flipped = (65535 - raw).astype(np.uint16)
+    with Converter.from_bundle(trusted_bundle_source, ConverterSettings(trust=True)) as plain, \
+            Converter.from_bundle(trusted_bundle_source,
+                                  ConverterSettings(trust=True, invert_input=True)) as inverted:
+        output = inverted.convert(raw)
+        np.testing.assert_allclose(output, plain.convert(flipped), atol=1e-5)
+        assert not np.allclose(output, plain.convert(raw), atol=1e-3)
+        judged, expected = inverted.trust(raw, output), plain.trust(flipped, output)
+        assert judged is not None and expected is not None
+        assert judged.score == pytest.approx(expected.score, abs=1e-4)
+    tifffile.imwrite(tmp_path / "raw.tif", raw)
+    assert main(["convert", "--bundle", str(trusted_bundle_source), "--invert-input",
+                 "--no-trust", "--out", str(tmp_path / "out"), str(tmp_path / "raw.tif")]) == 0
+    np.testing.assert_allclose(read_image(tmp_path / "out" / "raw.tif"), output,
+                               atol=1 / 65535 + 1e-6)
+
+
 def test_a_bad_file_is_reported_and_the_others_are_converted(bundle, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     cv2.imwrite(str(tmp_path / "good.png"), np.full((64, 64), 128, np.uint8))

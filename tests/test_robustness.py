@@ -113,3 +113,19 @@ def test_the_trust_score_is_judged_over_the_grid(tmp_path, trusted_bundle_source
     assert [t.score for t in fresh.tiles] == pytest.approx([t["score"] for t in report["tiles"]])
     assert [t.psnr_gain for t in fresh.tiles] == pytest.approx(
         [t["psnr_gain"] for t in report["tiles"]])
+
+
+def test_an_inverted_input_is_converted_and_judged_inverted(tmp_path, trusted_bundle_source):
+    """`--invert-input`: the grid converted as 1 - x, and its trust judged on the same."""
+    out = tmp_path / "eval"
+    assert main(["eval", "--robustness", "--trust", "--invert-input", "--bundle",
+                 str(trusted_bundle_source), "--seeds", "300", "--size", "128", "--factors",
+                 "contrast", "--out", str(out)]) == 0
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["invert_input"] is True
+    judged = json.loads((out / "trust.json").read_text())["tiles"]
+    grid = grid_pairs(RobustnessSettings(seeds=(300,), size=128, factors=("contrast",)))
+    fresh = evaluate_trust(trusted_bundle_source, [(1.0 - osr, sem) for _, osr, sem in grid],
+                           register=True, names=[name for name, _, _ in grid])
+    assert [t.score for t in fresh.tiles] == pytest.approx([t["score"] for t in judged], abs=1e-4)
+    assert [t.name for t in fresh.tiles] == [t["name"] for t in judged]

@@ -55,7 +55,10 @@ class ConverterSettings:
     bundle's model of `precision` (the calibration gate scores candidates before they join the
     bundle); trust: also load what the trust score needs (the bundle's training statistics and
     its SEM->OSR generator, run on ONNX Runtime, when it has them; docs/trust.md): the daemon
-    and `ssum convert` ask for it, callers that only convert do not."""
+    and `ssum convert` ask for it, callers that only convert do not; invert_input: the
+    microscope shows the materials in the reverse order of brightness to the bundle's
+    training data (metal dark on a bright oxide, say): every input is taken as 1 - x before
+    anything else, the trust score included (docs/conversion.md#input-polarity)."""
 
     backend: str = "onnxruntime"
     precision: str = "fp32"
@@ -69,6 +72,7 @@ class ConverterSettings:
     max_pixels: int = 4 * 2**20
     model_file: Path | None = None
     trust: bool = False
+    invert_input: bool = False
 
     def __post_init__(self) -> None:
         for name, value, choices in (("backend", self.backend, BACKENDS),
@@ -90,12 +94,13 @@ class Converter:
 
     backend: Backend
     tiler: TilerLike
-    prepare: Callable[[np.ndarray], np.ndarray]
+    prepare: Callable[[np.ndarray], np.ndarray]  # raw pixels -> the network's input
     name: str
     sha256: str
     max_batch: int = 8
     prepare_margin: int | None = 0  # rows `prepare` reads around a row; None: the whole image
     judge: TrustJudge | None = None  # the trust score's, when the settings ask for it
+    measured: Callable[[np.ndarray], np.ndarray] = to_float01  # raw pixels -> float [0, 1]
 
     @classmethod
     def from_bundle(cls, bundle: Bundle | str | Path,
@@ -111,12 +116,14 @@ class Converter:
             backend.close()
             raise
 
+        measured = _inverted if settings.invert_input else to_float01
+
         def prepare(raw: np.ndarray) -> np.ndarray:
-            return preprocess(to_float01(np.asarray(raw)), params)
+            return preprocess(measured(np.asarray(raw)), params)
 
         converter = cls(BoundedBackend(backend, settings.max_pixels), tiler, prepare,
                         bundle.name, sha256, batch_for(settings.max_batch, backend.device),
-                        reach(params))
+                        reach(params), measured=measured)
         if settings.trust:
             try:
                 converter.judge = _judge(bundle, settings)
@@ -158,7 +165,7 @@ class Converter:
         judge = self.judge
         if judge is None or judge.statistics is None or min(np.shape(raw)) < MIN_SIDE:
             return None
-        return judge.judge(to_float01(np.asarray(raw)), self.prepare(raw), converted, with_map)
+        return judge.judge(self.measured(np.asarray(raw)), self.prepare(raw), converted, with_map)
 
     def measure(self, raw: np.ndarray) -> Measurement:
         """What the trust score measures on an image (converting it only when the cycle needs
@@ -166,7 +173,7 @@ class Converter:
         if self.judge is None:
             raise UserError("this converter was loaded without trust (ConverterSettings.trust)")
         converted = self.convert(raw) if self.judge.cycles else None
-        return self.judge.measure(to_float01(np.asarray(raw)), self.prepare(raw), converted)
+        return self.judge.measure(self.measured(np.asarray(raw)), self.prepare(raw), converted)
 
     def warm_up(self, shape: tuple[int, int] | None = None) -> float:
         """One full batch of patches of `shape` (default: the fixed patch): the first run of a
@@ -231,6 +238,10 @@ def _judge(bundle: Bundle, settings: ConverterSettings) -> TrustJudge:
                         _tiler(io, settings, backend.name), _unit_range, bundle.name,
                         entry.sha256, batch_for(settings.max_batch, backend.device))
     return TrustJudge(statistics, reverse.convert, reverse.close)
+
+
+def _inverted(raw: np.ndarray) -> np.ndarray:
+    return 1.0 - to_float01(raw)
 
 
 def _unit_range(image: np.ndarray) -> np.ndarray:

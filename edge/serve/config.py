@@ -124,6 +124,13 @@ class ModelConfig:
                       'E.g. `"cuda:0"` or `"cpu"`; `""` = the backend\'s choice.')
     threads: int = key(SERVING.threads, check.nonneg_int,
                        "CPU threads for the CPU backends; `0` = automatic.")
+    invert_input: bool = key(SERVING.invert_input, check.boolean,
+                             "The microscope shows the materials in the reverse order of "
+                             "brightness to the bundle's training data (e.g. metal dark on a "
+                             "bright oxide where the model learned it bright): every tile is "
+                             "taken as 1 - x before conversion and trust. A property of the "
+                             "instrument and the material stack, set once per line "
+                             "([conversion.md](conversion.md#input-polarity)).")
     trusted_keys: str = key("", check.string,
                             "A public signing key (`NAME.sign.pub`) or a directory of them. When "
                             "set, the bundle's manifest must carry a valid signature by one of "
@@ -401,7 +408,8 @@ class EdgeConfig:
                                  device=model.device, threads=model.threads,
                                  max_batch=self.batching.max_batch, window=tiling.window,
                                  patch_size=tiling.patch_size, overlap=tiling.overlap,
-                                 max_pixels=tiling.max_pixels, trust=self.trust.mode != "off")
+                                 max_pixels=tiling.max_pixels, trust=self.trust.mode != "off",
+                                 invert_input=model.invert_input)
 
     def pipeline_settings(self) -> PipelineSettings:
         """How [batching], [queues], [limits], [stacks], [trust] and [input] set the pipeline

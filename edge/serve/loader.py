@@ -33,6 +33,9 @@ def load_converter(config: EdgeConfig, warm_shape: tuple[int, int] | None = None
         converter.warm_up(warm_shape)
         if converter.judge is not None:
             log.info("%s: %s", bundle.path, converter.judge.describe())
+        if config.model.invert_input:
+            log.info("%s: every tile is inverted (1 - x) before conversion ([model] "
+                     "invert_input)", bundle.path)
     except MemoryError as exc:
         converter.close()
         configured = config.batching.max_batch

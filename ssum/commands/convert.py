@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{DEFAULTS.max_pixels}; ONNX Runtime's memory grows with it)")
     parser.add_argument("--threads", type=int, default=DEFAULTS.threads,
                         help="CPU threads (0: all)")
+    parser.add_argument("--invert-input", action="store_true",
+                        help="the microscope shows the materials in the reverse order of "
+                             "brightness to the model's training data: convert 1 - x "
+                             "(docs/conversion.md#input-polarity)")
     trust = parser.add_argument_group("trust score (docs/trust.md)")
     trust.add_argument("--no-trust", action="store_true",
                        help="no trust score (and no SEM->OSR generator loaded)")
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                                  device=args.device, threads=args.threads,
                                  max_batch=args.batch_size, window=args.window,
                                  patching=args.patching, max_pixels=args.max_pixels,
-                                 trust=not args.no_trust)
+                                 trust=not args.no_trust, invert_input=args.invert_input)
     trust_map = not args.no_trust_map
     failures = 0
     with Converter.from_bundle(args.bundle or default_bundle_path(), settings) as converter:

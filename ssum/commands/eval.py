@@ -92,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also judge every grid tile with the bundle's trust score: AUROC "
                              "for tiles the model harmed vs helped (writes OUT/trust.json); "
                              "with --data instead of --robustness: the same on those pairs")
+    robust.add_argument("--invert-input", action="store_true",
+                        help="convert 1 - x, as for a microscope whose materials show in the "
+                             "reverse order of brightness (docs/conversion.md#input-polarity)")
     robust.add_argument("--factors", default=None,
                         help=f"comma-separated subset of {','.join(FACTOR_NAMES)} (default all)")
 

@@ -44,7 +44,8 @@ def run_robustness(args: argparse.Namespace) -> int:
                         "nm per pixel; robustness pairs are made at the bundle's pixel size")
     settings = settings_from(args.seeds, args.size, args.factors, pixel)
     outputs: list[np.ndarray] = []  # in grid order, for --trust to judge without converting again
-    with Converter.from_bundle(bundle, ConverterSettings()) as conv:
+    serving = ConverterSettings(invert_input=args.invert_input)
+    with Converter.from_bundle(bundle, serving) as conv:
         def convert(osr: np.ndarray) -> np.ndarray:
             output = conv.convert(osr)
             if args.trust:
@@ -53,24 +54,29 @@ def run_robustness(args: argparse.Namespace) -> int:
 
         report = evaluate_robustness(convert, settings)
         report["bundle"] = conv.label
+        report["invert_input"] = serving.invert_input
     paths = write_robustness(report, args.out)
     print(f"{len(settings.seeds)} pairs per level, {settings.size} px at {pixel:g} nm, bundle "
-          f"{report['bundle']}; * the grid centre (the narrow domain):")
+          f"{report['bundle']}{', input inverted (1 - x)' if serving.invert_input else ''}; "
+          "* the grid centre (the narrow domain):")
     print(format_table(report))
     print(f"wrote {paths['json']}, {paths['table']} and {paths['plot']}")
     if args.trust:
-        judge_grid(bundle, settings, args.out, outputs)
+        judge_grid(bundle, settings, args.out, outputs, serving)
     return 0
 
 
 def judge_grid(bundle: Bundle, settings: RobustnessSettings, out_dir: Path,
-               outputs: list[np.ndarray] | None = None) -> None:
+               outputs: list[np.ndarray] | None = None,
+               serving: ConverterSettings | None = None) -> None:
     """The trust score of every grid tile against whether the model helped it (registered
     scoring: harm is PSNR gain < 0 or an FRC ratio > 1): AUROC and Spearman. outputs: the
-    bundle's conversions of the grid's pairs in grid order (else converted here)."""
+    bundle's conversions of the grid's pairs in grid order (else converted here), made with
+    `serving`."""
     grid = grid_pairs(settings)
     if outputs is not None and len(outputs) != len(grid):
         raise RuntimeError(f"{len(outputs)} conversions recorded for {len(grid)} grid pairs")
     result = evaluate_trust(bundle, [(osr, sem) for _, osr, sem in grid],
-                            register=True, names=[name for name, _, _ in grid], outputs=outputs)
+                            settings=serving, register=True, names=[name for name, _, _ in grid],
+                            outputs=outputs)
     write_trust(result, out_dir, "the grid")
