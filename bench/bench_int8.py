@@ -68,7 +68,7 @@ def op_shares(model_path: Path, batch: np.ndarray, threads: int) -> dict[str, fl
         backend.infer(batch)
         events = json.loads(Path(backend.session.end_profiling()).read_text())
         backend.close()
-    kernel = Counter()
+    kernel: Counter[str] = Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             kernel[event["args"]["op_name"]] += event["dur"]

@@ -119,7 +119,8 @@ def gaps_around(received: list[tuple[float, str, str]], swaps_at: list[tuple[flo
                 ) -> tuple[list[float], list[float]]:
     """Gaps between consecutive published tiles: those during a reload, and all the others."""
     times = [t for t, kind, _ in received if kind == "sem"]
-    during, other = [], []
+    during: list[float] = []
+    other: list[float] = []
     for a, b in itertools.pairwise(times):
         in_swap = any(start <= b and a <= end for start, end in swaps_at)
         (during if in_swap else other).append(b - a)

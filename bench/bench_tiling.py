@@ -22,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_int8 import patches_per_s
+from bench_int8 import interleaved_seconds
 from report import write_report
 from roofline import conv_flop_per_pixel, cpu_peak
 from run import relative
@@ -147,7 +148,7 @@ def backend_speed(bundle: Bundle, name: str, size: int, threads: int, repeats: i
     if backend.name != name:
         raise RuntimeError(f"{name} did not load")
     batch = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
-    seconds = 1 / patches_per_s(backend, batch, repeats)
+    seconds = statistics.median(interleaved_seconds({name: backend}, batch, repeats)[name])
     backend.close()
     return seconds
 
