@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.errors import UserError
 from edge.imaging.imageio import read_image, write_png8, write_tiff16
 from ssum.cli import main
 from trainer.evaluation import metrics
@@ -144,3 +145,26 @@ def test_register_scores_a_perfect_but_misregistered_prediction_as_near_perfect(
     gain = registered["methods"]["model"]["mean"]["psnr"] - plain["methods"]["model"]["mean"]["psnr"]
     assert gain > 5, gain
     assert registered["methods"]["model"]["mean"]["psnr"] > 30
+
+
+def test_register_leaves_out_a_pair_that_overlaps_too_little(tmp_path, caplog):
+    """A pair whose registration keeps under half of the reference (here two crops of one chip
+    160 px apart) is left out of the registered means with a warning, not scored on a sliver;
+    with every pair so, a clear error."""
+    from trainer.sim.pairs import make_pair, pair_seed
+
+    _, sem, _ = make_pair(pair_seed(5, 0), size=512)
+    good, _, _ = make_pair(pair_seed(5, 1), size=256)
+    crops = {"0": (sem[:256, :256], sem[:256, 160:416]), "1": (good, good)}
+    for stem, (ref, inp) in crops.items():
+        write_tiff16(tmp_path / "sem" / f"{stem}.tif", ref)
+        write_tiff16(tmp_path / "osr" / f"{stem}.tif", inp)
+    with caplog.at_level("WARNING"):
+        result = evaluate_sets(None, tmp_path / "osr", tmp_path / "sem", 10.0, ("identity",),
+                               register=True)
+    assert result["images"] == ["1"] and set(result["methods"]["identity"]["images"]) == {"1"}
+    assert "wrong lock" in result["registration"]["0"]["skipped"] and "0: registration" in caplog.text
+    (tmp_path / "sem" / "1.tif").unlink()
+    (tmp_path / "osr" / "1.tif").unlink()
+    with pytest.raises(UserError, match="no pair could be registered"):
+        evaluate_sets(None, tmp_path / "osr", tmp_path / "sem", 10.0, ("identity",), register=True)

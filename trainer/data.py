@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from edge.errors import UserError
 from edge.imaging.focus import fuse_file
 from edge.imaging.imageio import is_stack, list_images, read_image
-from edge.imaging.registration import align_pair
+from edge.imaging.registration import MIN_REGISTERED_SHARE, align_pair
 from edge.inference.preprocess import PreprocessParams, preprocess
 from trainer.augment import apply_transform, center_crop, draw_transform
 
@@ -64,9 +64,6 @@ def read_osr(path: Path) -> np.ndarray:
     """An OSR input: an image, or a z-stack (a multi-page TIFF or a folder of planes) fused
     into one all-in-focus image by the daemon's own fusion."""
     return fuse_file(path).image if is_stack(path) else read_image(path)
-
-
-MIN_REGISTERED_SHARE = 0.5  # roughly aligned pairs keep most of their area when registered
 
 
 def load_pairs(data_dir: str | Path, register: bool = False, preprocess: Any = None) -> PairSet:

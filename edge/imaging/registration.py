@@ -18,6 +18,9 @@ from edge.imaging.resample import rescale_to_pixel_size
 
 SMOOTH_SIGMA_PX = 1.5
 GRADIENT_SIGMA_PX = 1.5
+# roughly aligned pairs keep most of their area when registered; less is a wrong lock (onto
+# another period of a repeating pattern, or onto nothing)
+MIN_REGISTERED_SHARE = 0.5
 
 
 @dataclass

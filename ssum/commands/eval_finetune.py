@@ -39,14 +39,14 @@ def settings_from(args: argparse.Namespace, pixel_size_nm: float) -> FinetuneSet
 def run_finetune_eval(args: argparse.Namespace) -> int:
     if args.rescore is not None and not args.seeds:
         raise UserError("--rescore needs --seeds: the evaluation pairs to score the runs on")
-    study_bundle = read_study(args.rescore)["bundle"] if args.rescore is not None else None
-    path = args.bundle or study_bundle or default_bundle_path()
+    study = read_study(args.rescore) if args.rescore is not None else None
+    path = args.bundle or (study["bundle"] if study else None) or default_bundle_path()
     bundle = load_bundle(path)
     pixel = float(bundle.manifest.get("pixel_size_nm") or DEFAULTS.pixel_size_nm)
     settings = None if args.rescore is not None else settings_from(args, pixel)
     with Converter.from_bundle(bundle, ConverterSettings()) as conv:
         if settings is None:
-            report = rescore(args.rescore, parse_seeds(args.seeds), conv.convert)
+            report = rescore(args.rescore, parse_seeds(args.seeds), conv.convert, study)
         else:
             report = run_finetune(path, args.out, settings, conv.convert)
     paths = write_finetune(report, args.out)

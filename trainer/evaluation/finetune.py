@@ -157,12 +157,13 @@ def read_study(study: Path) -> dict[str, Any]:
         raise UserError(f"--rescore {study}: no readable fine-tuning study there ({exc})") from exc
 
 
-def rescore(study: Path, eval_seeds: Sequence[int],
-            bundle_convert: Convert | None = None) -> dict[str, Any]:
+def rescore(study: Path, eval_seeds: Sequence[int], bundle_convert: Convert | None = None,
+            record: dict[str, Any] | None = None) -> dict[str, Any]:
     """A finished study scored again, run by run from each run's checkpoint, on other
     evaluation pairs of the held-out domain: a recipe chosen on one set of pairs is judged on
-    pairs it was not chosen on. Training records are kept as they were."""
-    old = read_study(study)
+    pairs it was not chosen on. Training records are kept as they were. record: the study's
+    finetune.json as read_study gave it, when already read."""
+    old = read_study(study) if record is None else record
     runs = old["runs"]
     try:
         s = replace(from_record(FinetuneSettings, old["settings"]),

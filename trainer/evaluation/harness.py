@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.imaging.imageio import list_images, read_image
-from edge.imaging.registration import register, valid_rectangle
+from edge.imaging.registration import MIN_REGISTERED_SHARE, register, valid_rectangle
 from trainer.evaluation import metrics
 from trainer.evaluation.baselines import BASELINES, matched_psf
 from trainer.evaluation.frc import frc_resolution
@@ -146,6 +146,9 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
         images, stem = _read_checked(files), files["ref"].stem
         if register:
             images, registrations[stem] = align_to_reference(images)
+            if "skipped" in registrations[stem]:
+                log.warning("%s: %s", stem, registrations[stem]["skipped"])
+                continue
         sample = Sample(stem, images["input"], images["ref"])
         for method in methods:
             out = images["pred"] if method == MODEL_METHOD else BASELINES[method](
@@ -155,6 +158,10 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
         if len(samples) < report_images:
             samples.append(sample)
         log.info("evaluated %s", stem)
+    pairs = [files for files in pairs if "skipped" not in registrations.get(files["ref"].stem, {})]
+    if not pairs:
+        raise UserError(f"no pair could be registered ({len(registrations)} tried): every "
+                        "registration locked wrongly; evaluate without --register")
     info = _method_info(baselines, pixel_size_nm, None if pred_dir is None else Path(pred_dir))
     result = {
         "version": METRICS_VERSION,
@@ -179,14 +186,22 @@ def align_to_reference(images: dict[str, np.ndarray],
                        border_px: int = 4) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Bring input and prediction into the reference's frame with ONE transform per pair,
     estimated from the input (method-independent: every method is warped alike), and crop all
-    images to the rectangle where the warped input has real pixels, less `border_px`."""
+    images to the rectangle where the warped input has real pixels, less `border_px`. A
+    rectangle under MIN_REGISTERED_SHARE of the reference is a wrong lock: the record then says
+    "skipped" and the images are returned as they were."""
     reg = register(images["input"], images["ref"])
     top, bottom, left, right = valid_rectangle(reg.valid_mask(images["input"].shape, images["ref"].shape))
-    crop = np.s_[top + border_px : bottom - border_px, left + border_px : right - border_px]
-    aligned = {role: (img if role == "ref" else reg.warp(img, img.shape))[crop]
+    top, left, bottom, right = top + border_px, left + border_px, bottom - border_px, right - border_px
+    record: dict[str, Any] = {
+        "matrix": reg.matrix.tolist(), "shift_px": list(reg.shift), "correlation": reg.correlation,
+        "residual": reg.residual, "converged": reg.converged}
+    share = max(0, bottom - top) * max(0, right - left) / images["ref"].size
+    if share < MIN_REGISTERED_SHARE:
+        record["skipped"] = (f"registration kept {100 * share:.0f} % of the reference (a wrong "
+                             "lock onto another period or onto nothing): left out")
+        return images, record
+    aligned = {role: (img if role == "ref" else reg.warp(img, img.shape))[top:bottom, left:right]
                for role, img in images.items()}
-    record = {"matrix": reg.matrix.tolist(), "shift_px": list(reg.shift),
-              "correlation": reg.correlation, "residual": reg.residual, "converged": reg.converged}
     return aligned, record
 
 
