@@ -142,6 +142,7 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
     rows: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
     samples: list[Sample] = []
     registrations: dict[str, dict[str, Any]] = {}
+    evaluated: list[str] = []
     for files in pairs:
         images, stem = _read_checked(files), files["ref"].stem
         if register:
@@ -157,9 +158,9 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
             sample.outputs[method] = out
         if len(samples) < report_images:
             samples.append(sample)
+        evaluated.append(stem)
         log.info("evaluated %s", stem)
-    pairs = [files for files in pairs if "skipped" not in registrations.get(files["ref"].stem, {})]
-    if not pairs:
+    if not evaluated:
         raise UserError(f"no pair could be registered ({len(registrations)} tried): every "
                         "registration locked wrongly; evaluate without --register")
     info = _method_info(baselines, pixel_size_nm, None if pred_dir is None else Path(pred_dir))
@@ -168,7 +169,7 @@ def evaluate_sets(pred_dir: str | Path | None, input_dir: str | Path, ref_dir: s
         "pixel_size_nm": float(pixel_size_nm),
         "input_dir": str(input_dir), "ref_dir": str(ref_dir),
         "pred_dir": None if pred_dir is None else str(pred_dir),
-        "images": [files["ref"].stem for files in pairs],
+        "images": evaluated,
         "registered": register, "registration": registrations,
         "methods": {m: {"info": info[m], "mean": finite_mean(list(rows[m].values())),
                         "not_finite": not_finite_counts(list(rows[m].values())),
