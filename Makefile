@@ -31,6 +31,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_tiling.py
 	$(BIN)/python bench/bench_swap.py
 	$(BIN)/python bench/bench_trust.py
+	$(BIN)/python bench/bench_inspection.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy edge calibration trainer ssum

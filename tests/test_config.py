@@ -70,6 +70,8 @@ def test_overrides_beat_the_file(tmp_path):
         ("[tiling]\npatch_size = 64\noverlap = 32\n",
          "[tiling] overlap must be less than half of patch_size"),
         ("[mosaic]\nenabled = true\n", "[mosaic] directory must be set"),
+        ('[inspection]\nenabled = true\ndirectory = "k"\nreference = "r.tif"\nconfirm = true\n',
+         "[inspection] optical_reference must be set for confirm = true"),
         ("[security]\ncurve = true\n", "[security] server_secret_key must be set"),
         ("[batching\n", "invalid TOML"),
         ("[trust]\nmode = \"sometimes\"\n",

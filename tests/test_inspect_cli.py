@@ -36,6 +36,27 @@ def test_inspect_writes_the_three_outputs_with_the_documented_keys(tmp_path, cap
         assert (tmp_path / "out" / name).stat().st_size > 0
 
 
+def test_converted_detections_are_confirmed_by_the_raw_images(tmp_path):
+    """With the shipped bundle, `--convert` finds the true defects of this case and, with
+    `--no-confirm`, also a smudge the model paints differently into the two conversions."""
+    case = make_case(15, size=320)
+    write_tiff16(tmp_path / "ref.tif", case.reference["osr"])
+    write_tiff16(tmp_path / "die.tif", case.inspected["osr"])
+    found = {}
+    for flags in ([], ["--no-confirm"]):
+        out = tmp_path / (flags[0][2:] if flags else "confirm")
+        assert main(["inspect", "--convert", "--reference", str(tmp_path / "ref.tif"),
+                     "--false-alarm-rate", "1e-8", "--out", str(out), *flags,
+                     str(tmp_path / "die.tif")]) == 0
+        result = json.loads((out / "die.defects.json").read_text())
+        found[out.name] = {(d["x_px"], d["y_px"]) for d in result["defects"]}
+    assert found["confirm"] < found["no-confirm"]
+    assert all(any(abs(x - t.x_px) < 8 and abs(y - t.y_px) < 8 for x, y in found["confirm"])
+               for t in case.truth if t.size_nm >= 50)
+    assert all(any(abs(x - t.x_px) < 8 and abs(y - t.y_px) < 8 for t in case.truth)
+               for x, y in found["confirm"])
+
+
 def test_inspect_refuses_a_mode_without_its_reference(tmp_path, capsys):
     assert main(["inspect", "--out", str(tmp_path), str(tmp_path / "x.tif")]) == 2
     assert "needs --reference" in capsys.readouterr().err
@@ -44,7 +65,9 @@ def test_inspect_refuses_a_mode_without_its_reference(tmp_path, capsys):
 def test_the_evaluation_scores_matches_and_false_alarms():
     report = evaluate_inspection([3], lambda image: image, [1e-6], ["golden"], size=192)
     rows = {row["input"]: row for row in report["results"]}
-    assert set(rows) == {"osr", "converted", "sem"}
+    assert set(rows) == {"osr", "converted", "confirmed", "sem"}
+    assert rows["confirmed"]["detections"] <= rows["converted"]["detections"]
+    assert rows["confirmed"]["recall"]["all"] > 0.5
     sem = rows["sem"]
     assert sem["tiles"] == 1 and sem["recall"]["all"] > 0.5
     assert sem["false_alarms"] == sem["detections"] - round(sem["recall"]["all"] *

@@ -12,6 +12,7 @@ import pytest
 
 from edge.inspection.classify import classify, patterns
 from edge.inspection.components import Region
+from edge.inspection.confirm import ConfirmedInspector
 from edge.inspection.database import LayoutRaster, read_layout
 from edge.inspection.detect import compare
 from edge.inspection.inspector import Inspector
@@ -89,6 +90,26 @@ def test_cell_to_cell_finds_the_pitch_and_a_defect_without_ghosts():
     assert detect_pitch(image, 1) == pytest.approx(36, abs=0.2)
     found = Inspector("cell", InspectionSettings(border_px=2)).inspect(image, PIXEL_NM)
     assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((80, 70), abs=1.5)]
+
+
+def test_a_converted_detection_is_kept_only_where_the_raw_image_differs_too():
+    """Two defects in the 'converted' image; the raw optical one shows only the real one (the
+    other is detail the model painted). A golden pair each, the raw one blurrier."""
+    mask = pattern()
+    real = blob(mask, 60, 90, 4, not mask[90, 60])
+    converted_ref, converted = render(mask, 1), render(blob(real, 140, 100, 4, True), 2)
+
+    def optical(m: np.ndarray, seed: int) -> np.ndarray:
+        return cv2.GaussianBlur(render(m, seed, 0.01), (0, 0), 2.0)
+
+    settings = InspectionSettings(border_px=4)
+    alone = Inspector("golden", settings, reference=converted_ref)
+    assert len(alone.inspect(converted, PIXEL_NM).defects) == 2
+    both = ConfirmedInspector(alone, Inspector("golden", settings, reference=optical(mask, 3)))
+    found = both.inspect(converted, optical(real, 4), PIXEL_NM)
+    assert [(d.id, d.x_px, d.y_px) for d in found.defects] == [
+        (1, pytest.approx(60, abs=1.5), pytest.approx(90, abs=1.5))]
+    assert both.inspect(converted, optical(mask, 4), PIXEL_NM).defects == []
 
 
 @pytest.mark.parametrize("source", ["raster", "gds"])

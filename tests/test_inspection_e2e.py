@@ -15,11 +15,13 @@ import pytest
 from helpers import endpoint, fake_converter
 from prometheus_client.parser import text_string_to_metric_families
 
+from edge.imaging.imageio import read_image, write_tiff16
 from edge.inspection.klarf import RECORD_SPEC, SUMMARY_SPEC, read_klarf
 from edge.serve.config_file import build_config
 from edge.serve.daemon import Daemon
 from edge.tools.consume import consume
 from edge.tools.rig import replay_scan
+from edge.tools.scanfile import read_scan
 from edge.tools.supervise import fetch_metrics
 from trainer.sim.defects import DefectParams
 from trainer.sim.scan import simulate_scan
@@ -34,15 +36,17 @@ def _scan(tmp_path: Path, defects: DefectParams | None, seed: int) -> Path:
                          seed=seed, defects=defects, tiles_of="sem")
 
 
-def _run(tmp_path: Path, ctx, collector, scan: Path, reference: Path) -> tuple[list, dict]:
-    """Replay `scan` into a daemon inspecting against `reference`, with `ssum consume`'s code
-    saving the output under tmp_path/consumed; the messages and metrics."""
+def _run(tmp_path: Path, ctx, collector, scan: Path, reference: Path,
+         **inspection: object) -> tuple[list, dict]:
+    """Replay `scan` into a daemon inspecting against `reference` (more [inspection] keys in
+    `inspection`), with `ssum consume`'s code saving the output under tmp_path/consumed; the
+    messages and metrics."""
     rig, out = endpoint(), endpoint()
     config = build_config({
         "input": {"socket": "pull", "endpoint": rig}, "output": {"endpoint": out},
         "metrics": {"port": 0},
         "inspection": {"enabled": True, "directory": str(tmp_path / "klarf"),
-                       "reference": str(reference)}}, "test")
+                       "reference": str(reference), **inspection}}, "test")
     daemon = Daemon(config, fake_converter(patch=64, identity=True))
     daemon.start()
     consumer = collector(out)
@@ -133,3 +137,39 @@ def test_a_defect_free_scan_yields_no_defect(tmp_path, ctx, collector):
     assert klarf["defects"] == [] and klarf["summary"][0]["NDEFECT"] == 0
     assert metrics["ssum_edge_inspected_tiles_total"] == 4
     assert metrics["ssum_edge_scan_defect_density_per_square_meter_bucket[0]"] == 1
+
+
+def _raw_mosaic(scan: Path) -> Path:
+    """The scan's own tiles pasted at their stage positions: a reference that shows the chip
+    exactly as its tiles do, defects and all."""
+    recording = read_scan(scan)
+    pixel = recording.pixel_size_nm
+    corners = [(round(t.x_nm / pixel), round(t.y_nm / pixel)) for t in recording.tiles]
+    images = [read_image(scan / t.file) for t in recording.tiles]
+    mosaic = np.zeros((max(y for _, y in corners) + images[0].shape[0],
+                       max(x for x, _ in corners) + images[0].shape[1]), np.float32)
+    for (x, y), image in zip(corners, images):
+        mosaic[y:y + image.shape[0], x:x + image.shape[1]] = image
+    return write_tiff16(scan / "raw_mosaic.tif", mosaic)
+
+
+@pytest.mark.parametrize("optical", ["sem_reference", "raw_mosaic"])
+def test_confirmation_keeps_the_defects_that_the_raw_tiles_show(tmp_path, ctx, collector,
+                                                                 optical):
+    """The converter passes tiles through, so the raw tiles show every defect the converted
+    ones do: confirmed against the defect-free reference all are kept; against an optical
+    reference made of the tiles themselves none is."""
+    scan = simulate_scan(tmp_path / "scan", rows=2, cols=2, tile=256, overlap=64, seed=4,
+                         stage_error_nm=0.0, defects=DEFECTS, tiles_of="sem")
+    truth = _truth(scan)
+    reference = _raw_mosaic(scan) if optical == "raw_mosaic" else \
+        scan / "ground_truth" / "sem_reference.tif"
+    messages, metrics = _run(tmp_path, ctx, collector, scan,
+                             scan / "ground_truth" / "sem_reference.tif", confirm=True,
+                             optical_reference=str(reference))
+    found = [(m.header["x_nm"], m.header["y_nm"]) for m in messages if m.kind == "defect"]
+    assert metrics["ssum_edge_inspected_tiles_total"] == 4
+    if optical == "sem_reference":
+        assert _matched(found, truth) == len(found) == len(truth)
+    else:
+        assert found == []

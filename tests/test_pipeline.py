@@ -211,7 +211,7 @@ class Tagger:
     def __init__(self) -> None:
         self.calls = 0
 
-    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]:
+    def converted(self, header: dict, image: np.ndarray, raw: np.ndarray) -> list[list[bytes]]:
         self.calls += 1
         if self.calls == 2:
             raise RuntimeError("an observer bug")

@@ -8,7 +8,8 @@ import numpy as np
 from edge.inspection.records import Defect
 
 
-def _near(a: tuple[float, ...], b: tuple[float, ...], gap: float) -> bool:
+def boxes_near(a: tuple[float, ...], b: tuple[float, ...], gap: float) -> bool:
+    """Whether two (x0, y0, x1, y1) boxes lie within `gap` of each other (or overlap)."""
     return not (a[2] + gap < b[0] or b[2] + gap < a[0] or a[3] + gap < b[1] or b[3] + gap < a[1])
 
 
@@ -25,7 +26,7 @@ def _groups(defects: list[Defect], gap_nm: float) -> list[list[int]]:
     boxes = [d.bbox_nm for d in defects]
     for i in range(len(defects)):
         for j in range(i + 1, len(defects)):
-            if _near(boxes[i], boxes[j], gap_nm):
+            if boxes_near(boxes[i], boxes[j], gap_nm):
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in range(len(defects)):

@@ -21,7 +21,10 @@ class InspectionSettings:
     tile's border shows the model's padding);
     shift_tolerance_px: residual misregistration and edge jitter tolerated, in pixels;
     merge_distance_nm: detections closer than this (of either polarity) are one defect;
-    thumbnail_px: side of the thumbnail crop of each defect."""
+    thumbnail_px: side of the thumbnail crop of each defect;
+    confirm_rate, confirm_distance_nm: when a converted image's detections are confirmed by the
+    raw optical image (edge.inspection.confirm), the false-alarm rate of the raw difference and
+    how far from a detection its evidence may lie."""
 
     false_alarm_rate: float = 1e-10
     min_defect_nm: float = 40.0
@@ -30,13 +33,17 @@ class InspectionSettings:
     shift_tolerance_px: float = 1.0
     merge_distance_nm: float = 30.0
     thumbnail_px: int = 64
+    confirm_rate: float = 1e-4
+    confirm_distance_nm: float = 30.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.false_alarm_rate < 0.01:
-            raise UserError(f"the false-alarm rate must be in (0, 0.01), got {self.false_alarm_rate}")
+        for name in ("false_alarm_rate", "confirm_rate"):
+            if not 0 < getattr(self, name) < 0.01:
+                raise UserError(f"{name} must be in (0, 0.01), got {getattr(self, name)}")
         if not 0 < self.min_defect_nm <= self.max_defect_nm:
             raise UserError("the defect sizes must satisfy 0 < min_defect_nm <= max_defect_nm")
-        if self.shift_tolerance_px < 0 or self.merge_distance_nm < 0 or self.border_px < 0:
-            raise UserError("the shift tolerance, merge distance and border must be >= 0")
+        if min(self.shift_tolerance_px, self.merge_distance_nm, self.border_px,
+               self.confirm_distance_nm) < 0:
+            raise UserError("the shift tolerance, merge and confirm distances and border must be >= 0")
         if self.thumbnail_px < 8:
             raise UserError(f"the thumbnail must be at least 8 px, got {self.thumbnail_px}")

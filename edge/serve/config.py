@@ -303,10 +303,21 @@ class InspectionConfig:
     false_alarm_rate: float = key(INSPECTING.false_alarm_rate, check.rate,
                                   "The nominal probability that a defect-free pixel exceeds "
                                   "the threshold; each tile's threshold is extrapolated from "
-                                  "its own difference statistics to it. The default gave at most "
-                                  "0.1 false alarms per converted 512 px tile on simulated "
-                                  "tuning scans ([inspection.md](inspection.md)).",
+                                  "its own difference statistics to it ([inspection.md]"
+                                  "(inspection.md) gives the false alarms per tile it made).",
                                   normalise=float)
+    confirm: bool = key(False, check.boolean,
+                        "Keep a converted tile's detection only where the raw tile differs from "
+                        "its reference too (golden: `optical_reference`; cell and database: the "
+                        "raw tile's own cells, the layout in its look). It removes the detail "
+                        "the model paints differently into two images of one pattern.")
+    optical_reference: str = key("", check.string,
+                                 "Golden mode with `confirm`: the reference as the microscope "
+                                 "saw it, before conversion (same placement and pixel size as "
+                                 "`reference`, e.g. the raw image that was converted to it).")
+    confirm_rate: float = key(INSPECTING.confirm_rate, check.rate,
+                              "With `confirm`: the false-alarm rate of the raw difference that "
+                              "confirms a detection.", normalise=float)
     min_defect_nm: float = key(INSPECTING.min_defect_nm, check.positive_number,
                                "The smallest defect of interest (sets the matched smoothing).",
                                normalise=float)
@@ -340,7 +351,7 @@ class InspectionConfig:
             false_alarm_rate=self.false_alarm_rate, min_defect_nm=self.min_defect_nm,
             max_defect_nm=self.max_defect_nm, border_px=self.border_px,
             shift_tolerance_px=self.shift_tolerance_px, merge_distance_nm=self.merge_distance_nm,
-            thumbnail_px=self.thumbnail_px)
+            thumbnail_px=self.thumbnail_px, confirm_rate=self.confirm_rate)
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,10 @@ def _cross_checks(where: str, config: EdgeConfig) -> None:
         raise UserError(f"{where}: [inspection] directory must be set when enabled = true")
     if inspection.enabled and inspection.mode != "cell" and not inspection.reference:
         raise UserError(f'{where}: [inspection] reference must be set for mode "{inspection.mode}"')
+    if inspection.enabled and inspection.confirm and inspection.mode == "golden" \
+            and not inspection.optical_reference:
+        raise UserError(f"{where}: [inspection] optical_reference must be set for confirm = true "
+                        'in mode "golden"')
     sec = config.security
     if sec.curve:
         if not config.output.bind:

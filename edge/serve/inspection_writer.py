@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
-from edge.inspection.inspector import Inspector
+from edge.imaging.imageio import to_float01
+from edge.inspection.confirm import ConfirmedInspector
+from edge.inspection.inspector import Inspection, Inspector
 from edge.inspection.klarf import KlarfSample, write_klarf
 from edge.inspection.merge import covered_area, merge
 from edge.inspection.records import Defect
@@ -47,27 +49,38 @@ class InspectionWriter:
     """A pipeline observer (see edge.serve.pipeline.Observer)."""
 
     def __init__(self, config: InspectionConfig, metrics: EdgeMetrics,
-                 inspector: Inspector | None = None) -> None:
+                 inspector: Inspector | ConfirmedInspector | None = None) -> None:
         self.config = config
         self.metrics = metrics
         self.directory = Path(config.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        if inspector is None and config.reference and not Path(config.reference).is_file():
-            raise UserError(f"[inspection] reference {config.reference}: no such file")
+        for name in ("reference", "optical_reference"):
+            path = getattr(config, name)
+            if inspector is None and path and not Path(path).is_file():
+                raise UserError(f"[inspection] {name} {path}: no such file")
         self._inspector = inspector
         self._scans: OrderedDict[str, _Scan] = OrderedDict()
 
-    def _inspector_for(self, pixel_size_nm: float) -> Inspector:
+    def _inspector_for(self, pixel_size_nm: float) -> Inspector | ConfirmedInspector:
         """Loaded at the first tile, whose pixel size the reference is resampled to (a
         reference that cannot be read raises UserError for every tile)."""
         if self._inspector is None:
-            c = self.config
-            pitch = tuple(p or None for p in c.pitch_nm)
-            self._inspector = Inspector.from_file(
-                c.mode, c.reference or None, pixel_size_nm, c.settings(), c.reference_origin_nm,
-                (pitch[0], pitch[1]), c.reference_pixel_nm or None,
-                None if c.gds_layer < 0 else c.gds_layer)
+            inspector = self._load(self.config.reference, pixel_size_nm)
+            if self.config.confirm:
+                optical = inspector if self.config.mode != "golden" else \
+                    self._load(self.config.optical_reference, pixel_size_nm)
+                self._inspector = ConfirmedInspector(inspector, optical)
+            else:
+                self._inspector = inspector
         return self._inspector
+
+    def _load(self, reference: str, pixel_size_nm: float) -> Inspector:
+        c = self.config
+        pitch = tuple(p or None for p in c.pitch_nm)
+        return Inspector.from_file(c.mode, reference or None, pixel_size_nm, c.settings(),
+                                   c.reference_origin_nm, (pitch[0], pitch[1]),
+                                   c.reference_pixel_nm or None,
+                                   None if c.gds_layer < 0 else c.gds_layer)
 
     def _scan(self, scan_id: str) -> _Scan:
         if scan_id not in self._scans:
@@ -78,13 +91,13 @@ class InspectionWriter:
         self._scans.move_to_end(scan_id)
         return self._scans[scan_id]
 
-    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]:
+    def converted(self, header: dict, image: np.ndarray, raw: np.ndarray) -> list[list[bytes]]:
         start = time.monotonic()
         scan = self._scan(header["scan_id"])
         pixel = float(header["pixel_size_nm"])
         origin = (float(header["x_nm"]), float(header["y_nm"]))
         try:
-            found = self._inspector_for(pixel).inspect(np.clip(image, 0, 1), pixel, origin)
+            found = self._inspect(np.clip(image, 0, 1), raw, pixel, origin)
         except UserError as exc:  # the reference cannot be used for this tile
             log.error("tile seq %s of scan %s not inspected: %s", header.get("seq"),
                       header["scan_id"], exc)
@@ -106,6 +119,16 @@ class InspectionWriter:
         self.metrics.inspected_tiles.inc()
         self.metrics.inspection_latency.observe(time.monotonic() - start)
         return []
+
+    def _inspect(self, image: np.ndarray, raw: np.ndarray, pixel_size_nm: float,
+                 origin_nm: tuple[float, float]) -> Inspection:
+        inspector = self._inspector_for(pixel_size_nm)
+        if not isinstance(inspector, ConfirmedInspector):
+            return inspector.inspect(image, pixel_size_nm, origin_nm)
+        if np.shape(raw) != image.shape:
+            raise UserError(f"the raw tile {np.shape(raw)} and the converted one {image.shape} "
+                            "differ in shape: its detections cannot be confirmed")
+        return inspector.inspect(image, to_float01(np.asarray(raw)), pixel_size_nm, origin_nm)
 
     def scan_end(self, scan_id: str, summary: dict) -> list[list[bytes]]:
         scan = self._scans.pop(scan_id, None)

@@ -22,7 +22,7 @@ class MosaicWriter:
         self._builders: dict[str, MosaicBuilder] = {}
         directory.mkdir(parents=True, exist_ok=True)
 
-    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]:
+    def converted(self, header: dict, image: np.ndarray, raw: np.ndarray) -> list[list[bytes]]:
         builder = self._builders.get(header["scan_id"])
         if builder is None:
             builder = MosaicBuilder(float(header["pixel_size_nm"]), refine=self.refine)

@@ -70,10 +70,11 @@ class Sink(Protocol):
 
 
 class Observer(Protocol):
-    """Sees each published tile and each scan-end in the publish thread; the messages it returns
-    are published right after that tile, or right before that scan-end (e.g. `defect/`)."""
+    """Sees each published tile (converted, and the raw one it came from: a stack's fused
+    plane) and each scan-end in the publish thread; the messages it returns are published right
+    after that tile, or right before that scan-end (e.g. `defect/`)."""
 
-    def converted(self, header: dict, image: np.ndarray) -> list[list[bytes]]: ...
+    def converted(self, header: dict, image: np.ndarray, raw: np.ndarray) -> list[list[bytes]]: ...
     def scan_end(self, scan_id: str, summary: dict) -> list[list[bytes]]: ...
 
 
@@ -729,7 +730,7 @@ class Pipeline:
                                                         job.trust.score)])
         for observer in self._observers:
             self._publish_extra(sink, self._observe(observer.converted, job.tile.header,
-                                                    job.image))
+                                                    job.image, job.tile.image))
 
     @staticmethod
     def _stage_times(job: TileJob) -> dict[str, float]:

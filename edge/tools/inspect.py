@@ -5,6 +5,7 @@ can be judged; `inspected_region_px` says which."""
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 
 from edge.imaging.imageio import read_image
 from edge.inference.converter import Converter
+from edge.inspection.confirm import ConfirmedInspector
 from edge.inspection.inspector import Inspection, Inspector
 from edge.inspection.klarf import KlarfSample, write_klarf
 from edge.inspection.overlay import write_overlay
@@ -23,7 +25,8 @@ from edge.inspection.settings import InspectionSettings
 @dataclass(frozen=True)
 class InspectOptions:
     """The reference (`mode`, `reference` file, its pixel size, the cell pitch, the GDSII
-    layer), the images' pixel size and the detection settings."""
+    layer), the images' pixel size, the detection settings, and whether converted images'
+    detections are confirmed by the raw ones (`confirm`, edge.inspection.confirm)."""
 
     mode: str = "golden"
     reference: Path | None = None
@@ -32,22 +35,28 @@ class InspectOptions:
     pitch_nm: tuple[float | None, float | None] = (None, None)
     gds_layer: int | None = None
     settings: InspectionSettings = field(default_factory=InspectionSettings)
+    confirm: bool = True
 
 
 def _prepared(image: np.ndarray, converter: Converter | None) -> np.ndarray:
     return image if converter is None else np.clip(converter.convert(image), 0, 1)
 
 
-def build_inspector(options: InspectOptions, converter: Converter | None = None) -> Inspector:
-    """The inspector of `options`; a golden reference image is converted too when a converter
-    is given (like is compared with like)."""
+def build_inspector(options: InspectOptions, converter: Converter | None = None,
+                    ) -> Inspector | ConfirmedInspector:
+    """The inspector of `options`; with a converter, a golden reference image is converted too
+    (like is compared with like) and, with `options.confirm`, the raw images vouch for the
+    converted ones' detections."""
     inspector = Inspector.from_file(options.mode, options.reference, options.pixel_size_nm,
                                     options.settings, pitch_nm=options.pitch_nm,
                                     reference_pixel_nm=options.reference_pixel_nm,
                                     gds_layer=options.gds_layer)
-    if converter is not None and inspector.reference is not None:
+    if converter is None:
+        return inspector
+    optical = copy.copy(inspector)
+    if inspector.reference is not None:
         inspector.reference = _prepared(inspector.reference, converter)
-    return inspector
+    return ConfirmedInspector(inspector, optical) if options.confirm else inspector
 
 
 def write_results(path: Path, image: np.ndarray, found: Inspection, out_dir: Path,
@@ -65,10 +74,14 @@ def write_results(path: Path, image: np.ndarray, found: Inspection, out_dir: Pat
     return result
 
 
-def inspect_file(path: Path, inspector: Inspector, out_dir: Path, pixel_size_nm: float,
-                 converter: Converter | None = None) -> dict[str, Any]:
+def inspect_file(path: Path, inspector: Inspector | ConfirmedInspector, out_dir: Path,
+                 pixel_size_nm: float, converter: Converter | None = None) -> dict[str, Any]:
     """Inspect one image file (converted first when a converter is given)."""
-    image = _prepared(read_image(path), converter)
-    found = inspector.inspect(image, pixel_size_nm)
+    raw = read_image(path)
+    image = _prepared(raw, converter)
+    if isinstance(inspector, ConfirmedInspector):
+        found = inspector.inspect(image, raw, pixel_size_nm)
+    else:
+        found = inspector.inspect(image, pixel_size_nm)
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_results(path, image, found, out_dir, pixel_size_nm)

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inspection (--inspection: simulated defects, no --data)")
     group.add_argument("--inspection", action="store_true",
                        help="score defect inspection on simulated cases with injected defects: "
-                            "raw OSR vs converted vs SEM (writes OUT/inspection.json)")
+                            "raw OSR vs converted (alone and confirmed by the raw image) vs SEM "
+                            "(writes OUT/inspection.json)")
     group.add_argument("--seeds", default=None,
                        help=f"case seeds, e.g. 200-223 or 200,205 (default {INSPECTION_SEEDS}, "
                             f"held out; with --robustness: pair seeds, default {ROBUSTNESS_SEEDS}; "
@@ -46,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rates", default=f"{InspectionSettings().false_alarm_rate:g}",
                        help="comma-separated false-alarm rates to score (default: the "
                             "inspection default)")
+    group.add_argument("--confirm-rate", type=float,
+                       default=InspectionSettings().confirm_rate,
+                       help="false-alarm rate of the raw difference that confirms converted "
+                            "detections (default %(default)g)")
     group.add_argument("--modes", default="golden,database",
                        help="reference modes to score (default golden,database)")
     stacks = parser.add_argument_group("z-stacks (--stacks: simulated multilayer stacks, no "

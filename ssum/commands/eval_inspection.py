@@ -11,7 +11,7 @@ import numpy as np
 from edge.errors import UserError
 from edge.inference.bundle import default_bundle_path
 from edge.inference.converter import Converter, ConverterSettings
-from edge.inspection.settings import MODES
+from edge.inspection.settings import MODES, InspectionSettings
 from trainer.evaluation.inspection import evaluate_inspection, format_table
 
 
@@ -40,7 +40,8 @@ def run_inspection(args: argparse.Namespace, seeds_text: str) -> int:
         raise UserError("--modes: golden and/or database (cell needs repeating layouts)")
     with Converter.from_bundle(args.bundle or default_bundle_path(), ConverterSettings()) as conv:
         report = evaluate_inspection(seeds, lambda image: np.clip(conv.convert(image), 0, 1),
-                                     rates, modes)
+                                     rates, modes,
+                                     settings=InspectionSettings(confirm_rate=args.confirm_rate))
         report["bundle"] = conv.label
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inspection.json").write_text(json.dumps(report, indent=1))

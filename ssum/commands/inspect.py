@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="golden",
                         help="golden (default), cell (repeating cells) or database (layout)")
     parser.add_argument("--convert", action="store_true",
-                        help="convert the images (and a golden reference) with the bundle first")
+                        help="convert the images (and a golden reference) with the bundle first; "
+                             "each detection is kept only where the raw images differ too")
+    parser.add_argument("--no-confirm", dest="confirm", action="store_false",
+                        help="with --convert: keep every detection on the converted images, "
+                             "unconfirmed by the raw ones")
     parser.add_argument("--bundle", type=Path, help="model bundle for --convert (default: models/default)")
     parser.add_argument("--pixel-size", type=float, default=10.0, help="nm per pixel (default 10)")
     parser.add_argument("--reference-pixel-size", type=float,
@@ -50,7 +54,7 @@ def options_from_args(args: argparse.Namespace) -> InspectOptions:
     settings = InspectionSettings(false_alarm_rate=args.false_alarm_rate,
                                   min_defect_nm=args.min_defect, border_px=args.border)
     return InspectOptions(args.mode, args.reference, args.pixel_size, args.reference_pixel_size,
-                          (pitch[0], pitch[1]), args.gds_layer, settings)
+                          (pitch[0], pitch[1]), args.gds_layer, settings, args.confirm)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """How well inspection finds simulated defects: precision, recall and false alarms per tile,
-by defect size and kind, on the raw SSUM image, the converted image and the SEM image (the
-upper bound), each compared with a reference of its own kind (`ssum eval --inspection`).
+by defect size and kind, on the raw SSUM image, the converted image, the converted image with
+each detection confirmed by the raw one (edge.inspection.confirm) and the SEM image (the upper
+bound), each compared with a reference of its own kind (`ssum eval --inspection`).
 
 A detection matches an injected defect when either one's centroid lies within the other's box
 grown by MATCH_TOLERANCE_PX; each is matched at most once (nearest first); detections left
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.inspection.confirm import confirmed, evidence_settings
 from edge.inspection.database import LayoutRaster
 from edge.inspection.inspector import Inspector
 from edge.inspection.records import Defect
@@ -25,7 +27,7 @@ from trainer.sim.inspection import InspectionCase, make_case
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("osr", "converted", "sem")
+INPUTS = ("osr", "converted", "confirmed", "sem")
 EVAL_MODES = ("golden", "database")
 SIZE_BINS = ((20.0, 50.0), (50.0, 100.0), (100.0, 301.0))
 MATCH_TOLERANCE_PX = 3
@@ -106,10 +108,18 @@ def _size_key(size_nm: float) -> str:
 
 def _images(case: InspectionCase, convert: Callable[[np.ndarray], np.ndarray],
             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(inspected, golden reference) per input."""
+    """(inspected, golden reference) per input that is inspected on its own."""
     return {"osr": (case.inspected["osr"], case.reference["osr"]),
             "converted": (convert(case.inspected["osr"]), convert(case.reference["osr"])),
             "sem": (case.inspected["sem"], case.reference["sem"])}
+
+
+def _found(case: InspectionCase, mode: str, image: np.ndarray, golden: np.ndarray,
+           settings: InspectionSettings, rates: Sequence[float]) -> dict[float, list[Defect]]:
+    """The detections of one input at each rate, the reference registered once."""
+    reference = _inspector(mode, settings, golden, case).reference_for(image, case.pixel_size_nm)
+    return {rate: _inspector(mode, replace(settings, false_alarm_rate=rate), golden, case)
+            .inspect(image, case.pixel_size_nm, reference=reference).defects for rate in rates}
 
 
 def evaluate_inspection(seeds: Sequence[int], convert: Callable[[np.ndarray], np.ndarray],
@@ -117,25 +127,29 @@ def evaluate_inspection(seeds: Sequence[int], convert: Callable[[np.ndarray], np
                         size: int = 512, defects: DefectParams | None = None,
                         settings: InspectionSettings | None = None) -> dict[str, Any]:
     """Tallies per mode, input and false-alarm rate over the cases of `seeds`; `convert` maps
-    an OSR image to the converted one (float [0, 1])."""
+    an OSR image to the converted one (float [0, 1]). The confirmed input is the converted one
+    at each rate, confirmed by the raw image at the settings' confirm_rate."""
     base = settings or InspectionSettings()
     tallies: dict[tuple[str, str, float], Tally] = {}
     for seed in seeds:
         case = make_case(seed, size, defects=defects)
-        for name, (image, golden) in _images(case, convert).items():
-            for mode in modes:
-                reference_inspector = _inspector(mode, base, golden, case)
-                reference = reference_inspector.reference_for(image, case.pixel_size_nm)
+        images = _images(case, convert)
+        for mode in modes:
+            found = {name: _found(case, mode, image, golden, base, rates)
+                     for name, (image, golden) in images.items()}
+            evidence = _found(case, mode, *images["osr"], evidence_settings(base),
+                              [base.confirm_rate])[base.confirm_rate]
+            found["confirmed"] = {rate: confirmed(found["converted"][rate], evidence,
+                                                  base.confirm_distance_nm) for rate in rates}
+            for name in INPUTS:
                 for rate in rates:
-                    inspector = _inspector(mode, replace(base, false_alarm_rate=rate), golden,
-                                           case)
-                    found = inspector.inspect(image, case.pixel_size_nm, reference=reference)
                     tallies.setdefault((mode, name, rate), Tally()).add(case.truth,
-                                                                        found.defects)
+                                                                        found[name][rate])
         log.info("seed %d: %d defects injected", seed, len(case.truth))
     return {"seeds": list(seeds), "size_px": size, "pixel_size_nm": 10.0,
             "rates": list(rates), "modes": list(modes), "inputs": list(INPUTS),
             "kinds": list(DEFECT_KINDS), "match_tolerance_px": MATCH_TOLERANCE_PX,
+            "confirm_rate": base.confirm_rate, "confirm_distance_nm": base.confirm_distance_nm,
             "results": [{"mode": m, "input": i, "rate": r, **t.summary()}
                         for (m, i, r), t in tallies.items()]}
 
