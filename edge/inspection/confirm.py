@@ -17,7 +17,6 @@ import numpy as np
 from edge.inspection.inspector import Inspection, Inspector
 from edge.inspection.merge import boxes_near
 from edge.inspection.records import Defect
-from edge.inspection.reference import Reference
 from edge.inspection.settings import InspectionSettings
 
 
@@ -43,21 +42,14 @@ class ConfirmedInspector:
         self.optical = copy.copy(optical)
         self.optical.settings = evidence_settings(converted.settings)
 
-    def optical_reference(self, raw: np.ndarray, pixel_size_nm: float,
-                          origin_nm: tuple[float, float] = (0.0, 0.0)) -> Reference:
-        return self.optical.reference_for(np.asarray(raw, np.float32), pixel_size_nm, origin_nm)
-
     def inspect(self, image: np.ndarray, raw: np.ndarray, pixel_size_nm: float,
-                origin_nm: tuple[float, float] = (0.0, 0.0),
-                references: tuple[Reference | None, Reference | None] = (None, None),
-                ) -> Inspection:
+                origin_nm: tuple[float, float] = (0.0, 0.0)) -> Inspection:
         """The defects of the converted `image` that the `raw` optical one (same frame, float
-        [0, 1]) confirms; `references` (converted, optical) are reused when given."""
-        found = self.converted.inspect(image, pixel_size_nm, origin_nm, references[0])
+        [0, 1]) confirms."""
+        found = self.converted.inspect(image, pixel_size_nm, origin_nm)
         if not found.defects:
             return found
-        evidence = self.optical.inspect(np.asarray(raw, np.float32), pixel_size_nm, origin_nm,
-                                        references[1])
+        evidence = self.optical.inspect(np.asarray(raw, np.float32), pixel_size_nm, origin_nm)
         distance = self.converted.settings.confirm_distance_nm
         return Inspection(confirmed(found.defects, evidence.defects, distance), found.region,
                           found.reference)
