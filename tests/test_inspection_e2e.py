@@ -171,5 +171,7 @@ def test_confirmation_keeps_the_defects_that_the_raw_tiles_show(tmp_path, ctx, c
     assert metrics["ssum_edge_inspected_tiles_total"] == 4
     if optical == "sem_reference":
         assert _matched(found, truth) == len(found) == len(truth)
+        assert metrics["ssum_edge_detections_unconfirmed_total"] == 0
     else:
         assert found == []
+        assert metrics["ssum_edge_detections_unconfirmed_total"] >= len(truth)

@@ -50,6 +50,6 @@ class ConfirmedInspector:
         if not found.defects:
             return found
         evidence = self.optical.inspect(np.asarray(raw, np.float32), pixel_size_nm, origin_nm)
-        distance = self.converted.settings.confirm_distance_nm
-        return Inspection(confirmed(found.defects, evidence.defects, distance), found.region,
-                          found.reference)
+        kept = confirmed(found.defects, evidence.defects,
+                         self.converted.settings.confirm_distance_nm)
+        return Inspection(kept, found.region, found.reference, len(found.defects) - len(kept))

@@ -22,11 +22,13 @@ from edge.inspection.settings import MODES, InspectionSettings
 @dataclass
 class Inspection:
     """The defects of one image (in its pixel frame) and `region` (x0, y0, x1, y1), the
-    bounding box of the pixels judged."""
+    bounding box of the pixels judged; `unconfirmed`: detections left out because the raw
+    image did not confirm them (edge.inspection.confirm)."""
 
     defects: list[Defect]
     region: tuple[int, int, int, int]
     reference: Reference
+    unconfirmed: int = 0
 
 
 def _region(valid: np.ndarray) -> tuple[int, int, int, int]:

@@ -117,6 +117,7 @@ class InspectionWriter:
         scan.judged.append(_nm_box(found.region, origin, pixel))
         scan.tiles.append(_nm_box((0, 0, image.shape[1], image.shape[0]), origin, pixel))
         self.metrics.inspected_tiles.inc()
+        self.metrics.detections_unconfirmed.inc(found.unconfirmed)
         self.metrics.inspection_latency.observe(time.monotonic() - start)
         return []
 

@@ -132,6 +132,11 @@ class EdgeMetrics:
             "Tiles whose inspection failed (logged; the tile is published all the same).",
             registry=reg,
         )
+        self.detections_unconfirmed = Counter(
+            PREFIX + "detections_unconfirmed",
+            "Detections on converted tiles left out because the raw tile did not confirm them.",
+            registry=reg,
+        )
         self.inspected_area = Counter(
             PREFIX + "inspected_area_square_meters", "Sample area judged by inspection.",
             registry=reg,
