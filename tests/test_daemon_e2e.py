@@ -320,7 +320,8 @@ def test_mosaic_is_written_at_scan_end(tmp_path, ctx, collector):
 
     rig, out = endpoint(), endpoint()
     config = config_for({"socket": "pull", "endpoint": rig}, {"endpoint": out},
-                        mosaic={"enabled": True, "directory": str(tmp_path / "mosaics")})
+                        mosaic={"enabled": True, "directory": str(tmp_path / "mosaics"),
+                                "raw": True})
     daemon = Daemon(config, converter=fake_converter())
     daemon.start()
     consumer = collector(out)
@@ -333,9 +334,9 @@ def test_mosaic_is_written_at_scan_end(tmp_path, ctx, collector):
             push.send_multipart(encode_tile(header("m", seq), raw))
         push.send_multipart(encode_scan_end("m", {"n_tiles": 4}))
         consumer.wait_for(lambda ms: any(m.kind == "scan-end" for m in ms))
-        path = tmp_path / "mosaics" / "m.ome.tif"
+        path, raw_path = tmp_path / "mosaics" / "m.ome.tif", tmp_path / "mosaics" / "m.raw.ome.tif"
         deadline = time.monotonic() + 10
-        while not path.exists() and time.monotonic() < deadline:
+        while not raw_path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         mosaic = np.squeeze(tifffile.imread(path)).astype(np.float64) / 65535
         assert mosaic.shape == (TILE, 300 + TILE)
@@ -344,6 +345,8 @@ def test_mosaic_is_written_at_scan_end(tmp_path, ctx, collector):
             x = 100 * seq + (0 if seq == 0 else 28)
             expected = 1 - raws[seq][:, x - 100 * seq : x - 100 * seq + 72] / 255
             np.testing.assert_allclose(mosaic[:, x : x + 72], expected, atol=1e-4)
+        raw_mosaic = np.squeeze(tifffile.imread(raw_path))
+        np.testing.assert_allclose(raw_mosaic.astype(np.float64) / 65535, 1 - mosaic, atol=1e-4)
     finally:
         push.close(linger=0)
         daemon.stop()

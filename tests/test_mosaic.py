@@ -1,12 +1,15 @@
-"""The scan mosaic: exact reassembly, refinement of stage errors, OME-TIFF pixel size."""
+"""The scan mosaic: exact reassembly, refinement of stage errors, OME-TIFF pixel size, the
+daemon's raw mosaic beside the converted one."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 
 from edge.errors import UserError
 from edge.imaging.mosaic import MosaicBuilder, feather_weights, read_ome_pixel_size, write_ome_tiff
+from edge.serve.mosaic_writer import MosaicWriter
 from trainer.evaluation.metrics import psnr
 
 TILE, STEP, PIXEL_NM = 160, 120, 10.0
@@ -74,3 +77,22 @@ def test_ome_tiff_carries_the_pixel_size(tmp_path, chip):
     assert read_ome_pixel_size(path) == pytest.approx(7.5)
     with pytest.raises(UserError):
         MosaicBuilder(10.0).render()
+
+
+def test_the_raw_mosaic_takes_the_converted_tiles_refined_placements(tmp_path, chip):
+    errors = np.random.default_rng(2).integers(-3, 4, (9, 2))
+    errors[0] = 0
+    writer = MosaicWriter(tmp_path, refine=True, raw=True)
+    for k, (r, c) in enumerate((r, c) for r in range(3) for c in range(3)):
+        y, x = r * STEP, c * STEP
+        tile = chip[y : y + TILE, x : x + TILE]
+        header = {"scan_id": "s", "pixel_size_nm": PIXEL_NM, "x_nm": (x + errors[k][1]) * PIXEL_NM,
+                  "y_nm": (y + errors[k][0]) * PIXEL_NM}
+        writer.converted(header, tile, np.round((1 - tile) * 65535).astype(np.uint16))
+    writer.scan_end("s", {})
+    converted = tifffile.imread(tmp_path / "s.ome.tif").squeeze() / 65535
+    raw = tifffile.imread(tmp_path / "s.raw.ome.tif").squeeze() / 65535
+    crop = np.s_[8:-8, 8:-8]
+    assert raw.shape == converted.shape == chip.shape
+    assert psnr(converted[crop], chip[crop]) > 60
+    assert psnr(raw[crop], 1 - chip[crop]) > 60

@@ -269,6 +269,11 @@ class MosaicConfig:
     refine: bool = key(False, check.boolean,
                        "Refine tile positions by registering their overlaps (slower, corrects "
                        "stage errors).")
+    raw: bool = key(False, check.boolean,
+                    "Also write the raw tiles' mosaic, `DIRECTORY/<scan_id>.raw.ome.tif`, at "
+                    "the converted tiles' placements: a defect-free die's raw mosaic is the "
+                    "`[inspection] optical_reference` that confirmation needs. It doubles the "
+                    "memory held per scan.")
 
 
 def _pair(value: Any) -> tuple[float, float]:

@@ -98,7 +98,8 @@ class Daemon:
         settings = config.pipeline_settings()
         observers: list[Observer] = []
         if config.mosaic.enabled:
-            observers.append(MosaicWriter(Path(config.mosaic.directory), config.mosaic.refine))
+            observers.append(MosaicWriter(Path(config.mosaic.directory), config.mosaic.refine,
+                                          config.mosaic.raw))
         if config.inspection.enabled:
             observers.append(InspectionWriter(config.inspection, self.metrics))
         assert self._context is not None and self._converter is not None
