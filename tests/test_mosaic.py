@@ -8,7 +8,13 @@ import pytest
 import tifffile
 
 from edge.errors import UserError
-from edge.imaging.mosaic import MosaicBuilder, feather_weights, read_ome_pixel_size, write_ome_tiff
+from edge.imaging.mosaic import (
+    MosaicBuilder,
+    feather_weights,
+    read_ome_annotations,
+    read_ome_pixel_size,
+    write_ome_tiff,
+)
 from edge.serve.mosaic_writer import MosaicWriter
 from trainer.evaluation.metrics import psnr
 
@@ -96,3 +102,6 @@ def test_the_raw_mosaic_takes_the_converted_tiles_refined_placements(tmp_path, c
     assert raw.shape == converted.shape == chip.shape
     assert psnr(converted[crop], chip[crop]) > 60
     assert psnr(raw[crop], 1 - chip[crop]) > 60
+    origins = [read_ome_annotations(tmp_path / f"s{kind}.ome.tif") for kind in ("", ".raw")]
+    assert origins[0] == origins[1]
+    assert abs(float(origins[0]["origin_x_nm"])) <= 3 * PIXEL_NM  # tile 0 at 0, others refined

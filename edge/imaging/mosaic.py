@@ -8,6 +8,7 @@ measurements (weighted least squares, first tile fixed) are used.
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from dataclasses import dataclass
@@ -174,11 +175,19 @@ def write_ome_tiff(path: str | Path, image: np.ndarray, pixel_size_nm: float,
     ome = {"axes": "YX", "PhysicalSizeX": float(pixel_size_nm), "PhysicalSizeXUnit": "nm",
            "PhysicalSizeY": float(pixel_size_nm), "PhysicalSizeYUnit": "nm"}
     if metadata:
-        ome["MapAnnotation"] = {"Map": {str(k): str(v) for k, v in metadata.items()}}
+        ome["MapAnnotation"] = {str(k): str(v) for k, v in metadata.items()}
     tmp = path.with_name(path.name + ".tmp")
     tifffile.imwrite(tmp, data, ome=True, metadata=ome, photometric="minisblack")
     tmp.replace(path)
     return path
+
+
+def read_ome_annotations(path: str | Path) -> dict[str, str]:
+    """The key-value map annotations of an OME-TIFF (what write_ome_tiff's metadata became)."""
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata or ""
+    return {html.unescape(k): html.unescape(v)
+            for k, v in re.findall(r'<M K="([^"]*)">([^<]*)</M>', xml)}
 
 
 def read_ome_pixel_size(path: str | Path) -> float:

@@ -53,6 +53,13 @@ class MosaicWriter:
         return []
 
     def _write(self, scan_id: str, name: str, builder: MosaicBuilder, metadata: dict) -> None:
+        """The mosaic, with the stage position of its pixel (0, 0) in its metadata
+        (`origin_x_nm`, `origin_y_nm`: the `[inspection] reference_origin_nm` it needs as a
+        reference)."""
         path = self.directory / name
-        write_ome_tiff(path, builder.render(), builder.pixel_size_nm, metadata=metadata)
-        log.info("wrote the mosaic of scan %s to %s", scan_id, path)
+        image = builder.render()
+        x0, y0 = builder.origin_nm
+        write_ome_tiff(path, image, builder.pixel_size_nm,
+                       metadata={**metadata, "origin_x_nm": x0, "origin_y_nm": y0})
+        log.info("wrote the mosaic of scan %s to %s (pixel (0, 0) at stage %.1f, %.1f nm)",
+                 scan_id, path, x0, y0)
