@@ -14,10 +14,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from edge.errors import UserError
+from edge.imaging.imageio import to_float01
 from edge.inspection.inspector import Inspection, Inspector
 from edge.inspection.merge import boxes_near
 from edge.inspection.records import Defect
-from edge.inspection.settings import InspectionSettings
 
 
 def confirmed(defects: list[Defect], evidence: list[Defect], distance_nm: float) -> list[Defect]:
@@ -25,11 +26,6 @@ def confirmed(defects: list[Defect], evidence: list[Defect], distance_nm: float)
     boxes = [e.bbox_nm for e in evidence]
     kept = [d for d in defects if any(boxes_near(d.bbox_nm, b, distance_nm) for b in boxes)]
     return [replace(d, id=number) for number, d in enumerate(kept, 1)]
-
-
-def evidence_settings(settings: InspectionSettings) -> InspectionSettings:
-    """The settings that the raw optical difference is judged by."""
-    return replace(settings, false_alarm_rate=settings.confirm_rate)
 
 
 class ConfirmedInspector:
@@ -40,16 +36,30 @@ class ConfirmedInspector:
     def __init__(self, converted: Inspector, optical: Inspector) -> None:
         self.converted = converted
         self.optical = copy.copy(optical)
-        self.optical.settings = evidence_settings(converted.settings)
+        self.optical.settings = replace(converted.settings,
+                                        false_alarm_rate=converted.settings.confirm_rate)
 
     def inspect(self, image: np.ndarray, raw: np.ndarray, pixel_size_nm: float,
                 origin_nm: tuple[float, float] = (0.0, 0.0)) -> Inspection:
-        """The defects of the converted `image` that the `raw` optical one (same frame, float
-        [0, 1]) confirms."""
+        """The defects of the converted `image` that the `raw` optical one (same frame; integer
+        or float [0, 1]) confirms."""
+        if np.shape(raw) != np.shape(image):
+            raise UserError(f"the raw image {np.shape(raw)} and the converted one "
+                            f"{np.shape(image)} differ in shape: its detections cannot be "
+                            "confirmed")
         found = self.converted.inspect(image, pixel_size_nm, origin_nm)
         if not found.defects:
             return found
-        evidence = self.optical.inspect(np.asarray(raw, np.float32), pixel_size_nm, origin_nm)
+        evidence = self.optical.inspect(to_float01(np.asarray(raw)), pixel_size_nm, origin_nm)
         kept = confirmed(found.defects, evidence.defects,
                          self.converted.settings.confirm_distance_nm)
         return Inspection(kept, found.region, found.reference, len(found.defects) - len(kept))
+
+
+def inspect_converted(inspector: Inspector | ConfirmedInspector, image: np.ndarray,
+                      raw: np.ndarray, pixel_size_nm: float,
+                      origin_nm: tuple[float, float] = (0.0, 0.0)) -> Inspection:
+    """The converted `image` inspected; a ConfirmedInspector also judges the `raw` one."""
+    if isinstance(inspector, ConfirmedInspector):
+        return inspector.inspect(image, raw, pixel_size_nm, origin_nm)
+    return inspector.inspect(image, pixel_size_nm, origin_nm)

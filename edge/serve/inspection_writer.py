@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
-from edge.imaging.imageio import to_float01
-from edge.inspection.confirm import ConfirmedInspector
-from edge.inspection.inspector import Inspection, Inspector
+from edge.inspection.confirm import ConfirmedInspector, inspect_converted
+from edge.inspection.inspector import Inspector
 from edge.inspection.klarf import KlarfSample, write_klarf
 from edge.inspection.merge import covered_area, merge
 from edge.inspection.records import Defect
@@ -97,7 +96,8 @@ class InspectionWriter:
         pixel = float(header["pixel_size_nm"])
         origin = (float(header["x_nm"]), float(header["y_nm"]))
         try:
-            found = self._inspect(np.clip(image, 0, 1), raw, pixel, origin)
+            found = inspect_converted(self._inspector_for(pixel), np.clip(image, 0, 1), raw,
+                                      pixel, origin)
         except UserError as exc:  # the reference cannot be used for this tile
             log.error("tile seq %s of scan %s not inspected: %s", header.get("seq"),
                       header["scan_id"], exc)
@@ -120,16 +120,6 @@ class InspectionWriter:
         self.metrics.detections_unconfirmed.inc(found.unconfirmed)
         self.metrics.inspection_latency.observe(time.monotonic() - start)
         return []
-
-    def _inspect(self, image: np.ndarray, raw: np.ndarray, pixel_size_nm: float,
-                 origin_nm: tuple[float, float]) -> Inspection:
-        inspector = self._inspector_for(pixel_size_nm)
-        if not isinstance(inspector, ConfirmedInspector):
-            return inspector.inspect(image, pixel_size_nm, origin_nm)
-        if np.shape(raw) != image.shape:
-            raise UserError(f"the raw tile {np.shape(raw)} and the converted one {image.shape} "
-                            "differ in shape: its detections cannot be confirmed")
-        return inspector.inspect(image, to_float01(np.asarray(raw)), pixel_size_nm, origin_nm)
 
     def scan_end(self, scan_id: str, summary: dict) -> list[list[bytes]]:
         scan = self._scans.pop(scan_id, None)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.imaging.imageio import read_image
 from edge.inference.converter import Converter
-from edge.inspection.confirm import ConfirmedInspector
+from edge.inspection.confirm import ConfirmedInspector, inspect_converted
 from edge.inspection.inspector import Inspection, Inspector
 from edge.inspection.klarf import KlarfSample, write_klarf
 from edge.inspection.overlay import write_overlay
@@ -79,9 +79,6 @@ def inspect_file(path: Path, inspector: Inspector | ConfirmedInspector, out_dir:
     """Inspect one image file (converted first when a converter is given)."""
     raw = read_image(path)
     image = _prepared(raw, converter)
-    if isinstance(inspector, ConfirmedInspector):
-        found = inspector.inspect(image, raw, pixel_size_nm)
-    else:
-        found = inspector.inspect(image, pixel_size_nm)
+    found = inspect_converted(inspector, image, raw, pixel_size_nm)
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_results(path, image, found, out_dir, pixel_size_nm)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.inspection.confirm import confirmed, evidence_settings
+from edge.inspection.confirm import confirmed
 from edge.inspection.database import LayoutRaster
 from edge.inspection.inspector import Inspector
 from edge.inspection.records import Defect
@@ -135,10 +135,10 @@ def evaluate_inspection(seeds: Sequence[int], convert: Callable[[np.ndarray], np
         case = make_case(seed, size, defects=defects)
         images = _images(case, convert)
         for mode in modes:
-            found = {name: _found(case, mode, image, golden, base, rates)
+            found = {name: _found(case, mode, image, golden, base,  # osr: the evidence too
+                                  [*rates, base.confirm_rate] if name == "osr" else rates)
                      for name, (image, golden) in images.items()}
-            evidence = _found(case, mode, *images["osr"], evidence_settings(base),
-                              [base.confirm_rate])[base.confirm_rate]
+            evidence = found["osr"][base.confirm_rate]
             found["confirmed"] = {rate: confirmed(found["converted"][rate], evidence,
                                                   base.confirm_distance_nm) for rate in rates}
             for name in INPUTS:
