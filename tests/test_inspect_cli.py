@@ -77,6 +77,16 @@ def test_the_evaluation_scores_matches_and_false_alarms():
     assert parse_seeds("200-202,7") == [200, 201, 202, 7]
 
 
+def test_cell_to_cell_is_scored_on_an_array_with_its_pitch_detected():
+    case = make_case(20, size=256, array=True)
+    assert case.pitch_px == (99.0, 90.0) and make_case(20, size=256).pitch_px is None
+    report = evaluate_inspection([20], lambda image: image, [1e-6], ["cell"], size=256)
+    rows = {row["input"]: row for row in report["results"]}
+    assert {row["mode"] for row in report["results"]} == {"cell"}
+    assert rows["sem"]["tiles"] == 1 and rows["sem"]["recall"]["all"] == 1.0
+    assert rows["osr"]["injected"]["all"] == len(case.truth) == 2
+
+
 @pytest.mark.parametrize("case", [1, 2, 3])
 def test_the_real_pairs(real_sem_dir, tmp_path, case):
     """Case 1 holds a bright blob, case 2 defects too, case 3 none."""

@@ -92,6 +92,28 @@ def test_cell_to_cell_finds_the_pitch_and_a_defect_without_ghosts():
     assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((80, 70), abs=1.5)]
 
 
+def test_the_pitch_is_found_through_fall_off_and_noise_and_not_along_lines():
+    cell = np.random.default_rng(8).random((4, 4)) > 0.4
+    mask = np.tile(np.kron(cell, np.ones((9, 9))), (7, 7)) > 0
+    y, x = np.mgrid[0:252, 0:252] / 252.0
+    falloff = 1.0 - 0.6 * ((x - 0.3) ** 2 + (y - 0.6) ** 2)
+    image = render(mask, 9, noise=0.08) * falloff.astype(np.float32)
+    assert detect_pitch(image, 1) == pytest.approx(36, abs=0.1)
+    assert detect_pitch(image, 0) == pytest.approx(36, abs=0.1)
+    lines = render(pattern(), 10)
+    assert detect_pitch(lines, 1) == pytest.approx(24, abs=0.1)
+    assert detect_pitch(lines, 0) is None  # no change along the lines: no pitch to compare by
+    assert detect_pitch(render(np.random.default_rng(11).random((192, 192)) > 0.5, 12), 1) is None
+
+
+def test_cell_to_cell_judges_up_to_the_border_when_one_axis_repeats():
+    mask = pattern()
+    image = render(blob(mask, 9, 100, 3, not mask[100, 9]), 13)
+    found = Inspector("cell", InspectionSettings(border_px=2)).inspect(image, PIXEL_NM)
+    assert found.reference.pitch[1] is None and found.reference.valid[2:-2, 2:-2].all()
+    assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((9, 100), abs=1.5)]
+
+
 def test_a_converted_detection_is_kept_only_where_the_raw_image_differs_too():
     """Two defects in the 'converted' image; the raw optical one shows only the real one (the
     other is detail the model painted). A golden pair each, the raw one blurrier."""

@@ -9,6 +9,7 @@ from trainer.sim.layout import (
     feature_px,
     generate_layout,
     grid_cell_px,
+    repeat_pitch_px,
 )
 
 
@@ -59,3 +60,17 @@ def test_trench_tone_covers_more_than_line_tone():
 def test_without_second_layer_there_is_no_poly():
     layout = _layout(2, second_layer=False)
     assert not layout.mask("poly").any() and not layout.second_layer.any()
+
+
+def test_an_array_repeats_its_unit_at_its_pitch_and_keeps_the_design_rules():
+    layout = generate_layout(np.random.default_rng(5), (300, 300), 10.0, repeat_cells=(11, 13))
+    px, py = repeat_pitch_px((11, 13))
+    assert (px, py) == (99, 117)
+    for a in (layout.material, layout.height_nm):  # the corners' rounding stops at the border
+        a = a[10:-10, 10:-10]
+        assert np.array_equal(a[:, px:], a[:, :-px]) and np.array_equal(a[py:], a[:-py])
+    assert not np.array_equal(layout.material[:, 45:], layout.material[:, :-45])
+    kernel = disk(feature_px(73.0, 10.0))
+    m = layout.top_mask().astype(np.uint8)
+    assert np.array_equal(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), m)
+    assert np.array_equal(cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel), m)

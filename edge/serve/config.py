@@ -303,7 +303,8 @@ class InspectionConfig:
     gds_layer: int = key(-1, check.layer, "The GDSII layer of the pattern; `-1` = every layer.")
     pitch_nm: tuple[float, float] = key(
         (0.0, 0.0), check.number_pair,
-        "Cell mode: the repeat `[x, y]`; `0` = detected in each tile (autocorrelation).",
+        "Cell mode: the repeat `[x, y]`; `0` = detected in each tile (the shortest shift at "
+        "which the tile matches itself; none along lines parallel to the axis).",
         normalise=_pair)
     false_alarm_rate: float = key(INSPECTING.false_alarm_rate, check.rate,
                                   "The nominal probability that a defect-free pixel exceeds "

@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        default=InspectionSettings().confirm_rate,
                        help="false-alarm rate of the raw difference that confirms converted "
                             "detections (default %(default)g)")
-    group.add_argument("--modes", default="golden,database",
-                       help="reference modes to score (default golden,database)")
+    group.add_argument("--modes", default="golden,database,cell",
+                       help="reference modes to score (default golden,database,cell; cell is "
+                            "scored on arrays: one unit repeated over the die)")
     stacks = parser.add_argument_group("z-stacks (--stacks: simulated multilayer stacks, no "
                                        "--data; takes --seeds, --bundle)")
     stacks.add_argument("--stacks", action="store_true",

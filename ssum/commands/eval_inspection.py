@@ -11,8 +11,8 @@ import numpy as np
 from edge.errors import UserError
 from edge.inference.bundle import default_bundle_path
 from edge.inference.converter import Converter, ConverterSettings
-from edge.inspection.settings import MODES, InspectionSettings
-from trainer.evaluation.inspection import evaluate_inspection, format_table
+from edge.inspection.settings import InspectionSettings
+from trainer.evaluation.inspection import EVAL_MODES, evaluate_inspection, format_table
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -36,8 +36,8 @@ def run_inspection(args: argparse.Namespace, seeds_text: str) -> int:
     except ValueError as exc:
         raise UserError(f"--rates {args.rates!r}: comma-separated numbers") from exc
     modes = [m.strip() for m in args.modes.split(",")]
-    if not set(modes) <= {"golden", "database"} or not set(modes) <= set(MODES):
-        raise UserError("--modes: golden and/or database (cell needs repeating layouts)")
+    if not modes or not set(modes) <= set(EVAL_MODES):
+        raise UserError(f"--modes: one or more of {', '.join(EVAL_MODES)}")
     with Converter.from_bundle(args.bundle or default_bundle_path(), ConverterSettings()) as conv:
         report = evaluate_inspection(seeds, lambda image: np.clip(conv.convert(image), 0, 1),
                                      rates, modes,

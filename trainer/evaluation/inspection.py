@@ -1,7 +1,10 @@
 """How well inspection finds simulated defects: precision, recall and false alarms per tile,
 by defect size and kind, on the raw SSUM image, the converted image, the converted image with
 each detection confirmed by the raw one (edge.inspection.confirm) and the SEM image (the upper
-bound), each compared with a reference of its own kind (`ssum eval --inspection`).
+bound), each compared with a reference of its own kind (`ssum eval --inspection`). Golden and
+database modes are scored on the simulator's random layouts; cell-to-cell on arrays (one unit
+repeated over the die, trainer.sim.inspection), its pitch detected in each image as the daemon
+does when none is configured.
 
 A detection matches an injected defect when either one's centroid lies within the other's box
 grown by MATCH_TOLERANCE_PX; each is matched at most once (nearest first); detections left
@@ -17,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import UserError
 from edge.inspection.confirm import confirmed
 from edge.inspection.database import LayoutRaster
 from edge.inspection.inspector import Inspector
@@ -28,7 +32,7 @@ from trainer.sim.inspection import InspectionCase, make_case
 log = logging.getLogger(__name__)
 
 INPUTS = ("osr", "converted", "confirmed", "sem")
-EVAL_MODES = ("golden", "database")
+EVAL_MODES = ("golden", "database", "cell")
 SIZE_BINS = ((20.0, 50.0), (50.0, 100.0), (100.0, 301.0))
 MATCH_TOLERANCE_PX = 3
 EXPECTED_CLASS = {"particle": "particle", "bridge": "bridge", "open": "open",
@@ -106,20 +110,56 @@ def _size_key(size_nm: float) -> str:
     return "size:other"
 
 
-def _images(case: InspectionCase, convert: Callable[[np.ndarray], np.ndarray],
-            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(inspected, golden reference) per input that is inspected on its own."""
-    return {"osr": (case.inspected["osr"], case.reference["osr"]),
-            "converted": (convert(case.inspected["osr"]), convert(case.reference["osr"])),
-            "sem": (case.inspected["sem"], case.reference["sem"])}
+def _images(case: InspectionCase, convert: Callable[[np.ndarray], np.ndarray], golden: bool,
+            ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """(inspected, golden reference when `golden`) per input that is inspected on its own."""
+    def reference(make: Callable[[], np.ndarray]) -> np.ndarray | None:
+        return make() if golden else None
+    return {"osr": (case.inspected["osr"], reference(lambda: case.reference["osr"])),
+            "converted": (convert(case.inspected["osr"]),
+                          reference(lambda: convert(case.reference["osr"]))),
+            "sem": (case.inspected["sem"], reference(lambda: case.reference["sem"]))}
 
 
-def _found(case: InspectionCase, mode: str, image: np.ndarray, golden: np.ndarray,
+def _found(case: InspectionCase, mode: str, image: np.ndarray, golden: np.ndarray | None,
            settings: InspectionSettings, rates: Sequence[float]) -> dict[float, list[Defect]]:
-    """The detections of one input at each rate, the reference registered once."""
-    reference = _inspector(mode, settings, golden, case).reference_for(image, case.pixel_size_nm)
+    """The detections of one input at each rate, the reference registered once (none, logged,
+    when cell-to-cell finds no repeat in the image)."""
+    try:
+        reference = _inspector(mode, settings, golden, case).reference_for(
+            image, case.pixel_size_nm)
+    except UserError as exc:
+        log.warning("seed %d, %s: %s", case.seed, mode, exc)
+        return {rate: [] for rate in rates}
     return {rate: _inspector(mode, replace(settings, false_alarm_rate=rate), golden, case)
             .inspect(image, case.pixel_size_nm, reference=reference).defects for rate in rates}
+
+
+def _cases(seed: int, size: int, defects: DefectParams | None, modes: Sequence[str],
+           ) -> list[tuple[InspectionCase, list[str]]]:
+    """The case of `seed` for golden and database, its array case for cell, each with the
+    modes scored on it."""
+    random = [m for m in modes if m != "cell"]
+    return [(make_case(seed, size, defects=defects, array=array), chosen)
+            for array, chosen in ((False, random), (True, [m for m in modes if m == "cell"]))
+            if chosen]
+
+
+def _score(case: InspectionCase, modes: Sequence[str],
+           convert: Callable[[np.ndarray], np.ndarray], rates: Sequence[float],
+           base: InspectionSettings, tallies: dict[tuple[str, str, float], Tally]) -> None:
+    """One case's detections per mode, input and rate added to `tallies`."""
+    images = _images(case, convert, golden="golden" in modes)
+    for mode in modes:
+        found = {name: _found(case, mode, image, golden, base,  # osr: the evidence too
+                              [*rates, base.confirm_rate] if name == "osr" else rates)
+                 for name, (image, golden) in images.items()}
+        evidence = found["osr"][base.confirm_rate]
+        found["confirmed"] = {rate: confirmed(found["converted"][rate], evidence,
+                                              base.confirm_distance_nm) for rate in rates}
+        for name in INPUTS:
+            for rate in rates:
+                tallies.setdefault((mode, name, rate), Tally()).add(case.truth, found[name][rate])
 
 
 def evaluate_inspection(seeds: Sequence[int], convert: Callable[[np.ndarray], np.ndarray],
@@ -132,20 +172,10 @@ def evaluate_inspection(seeds: Sequence[int], convert: Callable[[np.ndarray], np
     base = settings or InspectionSettings()
     tallies: dict[tuple[str, str, float], Tally] = {}
     for seed in seeds:
-        case = make_case(seed, size, defects=defects)
-        images = _images(case, convert)
-        for mode in modes:
-            found = {name: _found(case, mode, image, golden, base,  # osr: the evidence too
-                                  [*rates, base.confirm_rate] if name == "osr" else rates)
-                     for name, (image, golden) in images.items()}
-            evidence = found["osr"][base.confirm_rate]
-            found["confirmed"] = {rate: confirmed(found["converted"][rate], evidence,
-                                                  base.confirm_distance_nm) for rate in rates}
-            for name in INPUTS:
-                for rate in rates:
-                    tallies.setdefault((mode, name, rate), Tally()).add(case.truth,
-                                                                        found[name][rate])
-        log.info("seed %d: %d defects injected", seed, len(case.truth))
+        for case, case_modes in _cases(seed, size, defects, modes):
+            _score(case, case_modes, convert, rates, base, tallies)
+            log.info("seed %d%s: %d defects injected", seed, " (array)" if case.pitch_px else "",
+                     len(case.truth))
     return {"seeds": list(seeds), "size_px": size, "pixel_size_nm": 10.0,
             "rates": list(rates), "modes": list(modes), "inputs": list(INPUTS),
             "kinds": list(DEFECT_KINDS), "match_tolerance_px": MATCH_TOLERANCE_PX,
@@ -154,10 +184,12 @@ def evaluate_inspection(seeds: Sequence[int], convert: Callable[[np.ndarray], np
                         for (m, i, r), t in tallies.items()]}
 
 
-def _inspector(mode: str, settings: InspectionSettings, golden: np.ndarray,
+def _inspector(mode: str, settings: InspectionSettings, golden: np.ndarray | None,
                case: InspectionCase) -> Inspector:
     if mode == "golden":
         return Inspector(mode, settings, reference=golden)
+    if mode == "cell":
+        return Inspector(mode, settings)
     assert case.layout_mask is not None
     return Inspector(mode, settings, layout=LayoutRaster(case.layout_mask, case.pixel_size_nm))
 

@@ -220,18 +220,28 @@ class DesignGrid:
         return round_corners(cells_to_pixels(cells, self.cell, self.shape), self.rounding)
 
 
+def _tiled(unit: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    reps = (-(-shape[0] // unit.shape[0]), -(-shape[1] // unit.shape[1]))
+    return np.tile(unit, reps)[: shape[0], : shape[1]]
+
+
 def generate_layout(
     rng: np.random.Generator,
     shape: tuple[int, int],
     pixel_size_nm: float = 10.0,
     params: LayoutParams | None = None,
+    repeat_cells: tuple[int, int] | None = None,
 ) -> Layout:
     """Draw a random layout on a design grid whose cell is the smallest feature (odd pixel count,
     at least `min_feature_nm`), so every feature and every gap is at least one cell wide; then
-    round the corners."""
+    round the corners. `repeat_cells` (x, y): an array, one unit of that many grid cells drawn
+    and repeated over the canvas (pitch: `repeat_pitch_px`; within a rounding disk of the
+    canvas's border the rounding breaks the repeat)."""
     p = params or LayoutParams()
     grid = DesignGrid.of(shape, pixel_size_nm, p)
-    metal, via = _top_layer(rng, grid.cells, 1, grid.wmax, grid.n_blocks)
+    unit = grid.cells if repeat_cells is None else (repeat_cells[1], repeat_cells[0])
+    blocks = grid.n_blocks if repeat_cells is None else 1
+    metal, via = (_tiled(a, grid.cells) for a in _top_layer(rng, unit, 1, grid.wmax, blocks))
     top_cells = remove_pinches(metal | via)
     if _trench_tone(rng, p.tone):
         top_cells, via = ~top_cells, np.zeros_like(via)
@@ -241,8 +251,9 @@ def generate_layout(
     height = np.zeros(shape, np.float32)
     second = np.zeros(shape, bool)
     if p.second_layer:
-        poly = np.zeros(grid.cells, np.uint8)
-        _draw_lines(rng, poly, (0, 0, grid.cells[0], grid.cells[1]), 2, 2 * grid.wmax)
+        poly = np.zeros(unit, np.uint8)
+        _draw_lines(rng, poly, (0, 0, poly.shape[0], poly.shape[1]), 2, 2 * grid.wmax)
+        poly = _tiled(poly, grid.cells)
         second = grid.pixels(remove_pinches(poly))
         material[second] = POLY
         height[second] = -p.second_layer_depth_nm
@@ -250,6 +261,13 @@ def generate_layout(
     material[top & via_px] = VIA
     height[top] = p.metal_thickness_nm
     return Layout(material, height, float(pixel_size_nm), second_layer=second)
+
+
+def repeat_pitch_px(repeat_cells: tuple[int, int], pixel_size_nm: float = 10.0,
+                    params: LayoutParams | None = None) -> tuple[int, int]:
+    """The pitch (x, y) in pixels of an array drawn with `repeat_cells`."""
+    cell = grid_cell_px((params or LayoutParams()).min_feature_nm, pixel_size_nm)
+    return repeat_cells[0] * cell, repeat_cells[1] * cell
 
 
 def pattern_layer(rng: np.random.Generator, grid: DesignGrid) -> np.ndarray:
