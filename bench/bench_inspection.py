@@ -1,7 +1,8 @@
 """The price of inspecting a tile, and of confirming its detections by the raw image.
 
 ms per 512 px tile (simulated inspection cases, held-out seeds, converted with the shipped
-bundle beforehand: conversion is not timed), golden and database modes:
+bundle beforehand: conversion is not timed), golden and database modes on the random layouts,
+cell mode on the array cases of the same seeds (pitch detected in each tile):
   converted   `Inspector.inspect` on the converted tile (reference registration included)
   confirmed   `ConfirmedInspector.inspect`: the same, then the raw tile inspected against the
               raw reference when the converted one has detections (what `[inspection] confirm`
@@ -56,6 +57,8 @@ def inspectors(mode: str, case: InspectionCase, converted_reference: np.ndarray,
     if mode == "golden":
         return (Inspector(mode, reference=converted_reference),
                 Inspector(mode, reference=case.reference["osr"]))
+    if mode == "cell":
+        return Inspector(mode), Inspector(mode)
     assert case.layout_mask is not None
     layout = LayoutRaster(case.layout_mask, case.pixel_size_nm)
     return Inspector(mode, layout=layout), Inspector(mode, layout=layout)
@@ -67,14 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/inspection_cpu.json")
     args = parser.parse_args(argv)
-    cases = [make_case(seed, TILE) for seed in SEEDS]
+    cases = {array: [make_case(seed, TILE, array=array) for seed in SEEDS]
+             for array in (False, True)}
     with Converter.from_bundle(args.bundle, ConverterSettings()) as converter:
-        converted = [(np.clip(converter.convert(c.inspected["osr"]), 0, 1),
-                      np.clip(converter.convert(c.reference["osr"]), 0, 1)) for c in cases]
+        converted = {array: [(np.clip(converter.convert(c.inspected["osr"]), 0, 1),
+                              np.clip(converter.convert(c.reference["osr"]), 0, 1)) for c in chosen]
+                     for array, chosen in cases.items()}
     results: dict[str, Any] = {}
-    for mode in ("golden", "database"):
+    for mode in ("golden", "database", "cell"):
         times: dict[str, list[float]] = {"converted": [], "confirmed": []}
-        for case, (image, reference) in zip(cases, converted):
+        array = mode == "cell"
+        for case, (image, reference) in zip(cases[array], converted[array]):
             alone, optical = inspectors(mode, case, reference)
             both = ConfirmedInspector(alone, optical)
             pixel = case.pixel_size_nm

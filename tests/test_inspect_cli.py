@@ -57,6 +57,22 @@ def test_converted_detections_are_confirmed_by_the_raw_images(tmp_path):
                for x, y in found["confirm"])
 
 
+def test_inspect_cell_to_cell_converts_an_array_image_and_finds_its_defects(tmp_path):
+    """No reference: the converted image's own cells (pitch detected), confirmed by the raw
+    image's cells."""
+    case = make_case(20, size=256, array=True)
+    write_tiff16(tmp_path / "die.tif", case.inspected["osr"])
+    assert main(["inspect", "--mode", "cell", "--convert", "--out", str(tmp_path / "out"),
+                 str(tmp_path / "die.tif")]) == 0
+    result = json.loads((tmp_path / "out" / "die.defects.json").read_text())
+    assert result["inspected_region_px"] == [19, 19, 237, 237]
+    found = sorted((d["class"], round(d["x_px"]), round(d["y_px"])) for d in result["defects"])
+    expected = sorted((t.kind, round(t.x_px), round(t.y_px)) for t in case.truth)
+    assert len(found) == len(expected) == 2
+    for (kind, x, y), (truth_kind, tx, ty) in zip(found, expected):
+        assert kind == truth_kind and abs(x - tx) <= 3 and abs(y - ty) <= 3
+
+
 def test_inspect_refuses_a_mode_without_its_reference(tmp_path, capsys):
     assert main(["inspect", "--out", str(tmp_path), str(tmp_path / "x.tif")]) == 2
     assert "needs --reference" in capsys.readouterr().err
