@@ -36,17 +36,18 @@ def _scan(tmp_path: Path, defects: DefectParams | None, seed: int) -> Path:
                          seed=seed, defects=defects, tiles_of="sem")
 
 
-def _run(tmp_path: Path, ctx, collector, scan: Path, reference: Path,
+def _run(tmp_path: Path, ctx, collector, scan: Path, reference: Path | None,
          **inspection: object) -> tuple[list, dict]:
-    """Replay `scan` into a daemon inspecting against `reference` (more [inspection] keys in
-    `inspection`), with `ssum consume`'s code saving the output under tmp_path/consumed; the
-    messages and metrics."""
+    """Replay `scan` into a daemon inspecting against `reference` (none in cell mode; more
+    [inspection] keys in `inspection`), with `ssum consume`'s code saving the output under
+    tmp_path/consumed; the messages and metrics."""
     rig, out = endpoint(), endpoint()
+    keys = {"reference": str(reference)} if reference else {}
     config = build_config({
         "input": {"socket": "pull", "endpoint": rig}, "output": {"endpoint": out},
         "metrics": {"port": 0},
-        "inspection": {"enabled": True, "directory": str(tmp_path / "klarf"),
-                       "reference": str(reference), **inspection}}, "test")
+        "inspection": {"enabled": True, "directory": str(tmp_path / "klarf"), **keys,
+                       **inspection}}, "test")
     daemon = Daemon(config, fake_converter(patch=64, identity=True))
     daemon.start()
     consumer = collector(out)
@@ -137,6 +138,19 @@ def test_a_defect_free_scan_yields_no_defect(tmp_path, ctx, collector):
     assert klarf["defects"] == [] and klarf["summary"][0]["NDEFECT"] == 0
     assert metrics["ssum_edge_inspected_tiles_total"] == 4
     assert metrics["ssum_edge_scan_defect_density_per_square_meter_bucket[0]"] == 1
+
+
+def test_cell_to_cell_finds_the_defects_of_an_array_scan_without_a_reference(tmp_path, ctx,
+                                                                             collector):
+    """Each tile against its own cells, the pitch detected per tile."""
+    scan = simulate_scan(tmp_path / "array", rows=2, cols=2, tile=256, overlap=64, seed=3,
+                         defects=DEFECTS, tiles_of="sem", array_cells=(10, 11))
+    truth = _truth(scan)
+    assert len(truth) >= 3
+    messages, metrics = _run(tmp_path, ctx, collector, scan, None, mode="cell")
+    found = [(m.header["x_nm"], m.header["y_nm"]) for m in messages if m.kind == "defect"]
+    assert _matched(found, truth) == len(truth) == len(found)
+    assert metrics["ssum_edge_defects_total"] == len(truth)
 
 
 def _raw_mosaic(scan: Path) -> Path:

@@ -24,6 +24,19 @@ def test_synth_scan_writes_a_readable_scan(tmp_path, capsys):
     assert all(t["error_x_nm"] == 0.0 for t in scan.meta["simulation"]["tiles_true"])
 
 
+def test_synth_scan_of_an_array_repeats_at_the_recorded_pitch(tmp_path, capsys):
+    out = tmp_path / "a"
+    assert main(["synth", "scan", "--out", str(out), "--rows", "1", "--cols", "1", "--tile", "256",
+                 "--overlap", "0", "--sem-tiles", "--array", "10", "12"]) == 0
+    scan = read_scan(out)
+    assert scan.meta["simulation"]["array_pitch_nm"] == [900.0, 1080.0]
+    sem = tifffile.imread(out / "ground_truth" / "sem_mosaic.tif").astype(np.float32)
+    noise = float(np.mean(np.abs(sem[:, 90:180] - sem[:, 91:181])))  # pixel to pixel
+    assert float(np.mean(np.abs(sem[:, 90:180] - sem[:, :90]))) < noise  # one pitch: alike
+    assert main(["synth", "scan", "--out", str(tmp_path / "b"), "--array", "0", "3"]) == 2
+    assert "--array" in capsys.readouterr().err
+
+
 def test_synth_compare_real_writes_a_report(tmp_path, capsys, real_sem_dir):
     report = tmp_path / "r.json"
     assert main(["synth", "compare-real", "--real-dir", str(real_sem_dir), "--n-sim", "1",

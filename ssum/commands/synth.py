@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     scan.add_argument("--planes", type=int, default=1,
                       help="frames per position: with 2 or more, each position is a z-stack of "
                            "planes spanning the layout's heights (default 1)")
+    scan.add_argument("--array", type=int, nargs=2, metavar=("NX", "NY"),
+                      help="an array chip: one unit of NX x NY design-grid cells (90 nm each at "
+                           "10 nm/px) repeated, for cell-to-cell inspection")
     scan.add_argument("--multilayer", action="store_true",
                       help="layers at their own heights (steps of 50-1000 nm, up to 2 um)")
 
@@ -112,11 +115,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--stage-error must not be negative")
         if args.defects < 0 or not 0 < args.defect_sizes[0] <= args.defect_sizes[1]:
             raise UserError("--defects must be >= 0 and --defect-sizes 0 < MIN <= MAX")
+        if args.array and (min(args.array) < 1 or args.multilayer):
+            raise UserError("--array needs NX, NY >= 1 and no --multilayer")
         defects = DefectParams(count=args.defects, min_size_nm=args.defect_sizes[0],
                                max_size_nm=args.defect_sizes[1]) if args.defects else None
         out = simulate_scan(args.out, args.rows, args.cols, args.tile, args.overlap, args.seed,
                             args.pixel_size, args.stage_error, args.planes, args.multilayer,
-                            defects, "sem" if args.sem_tiles else "osr")
+                            defects, "sem" if args.sem_tiles else "osr",
+                            tuple(args.array) if args.array else None)
         planes = f" of {args.planes} planes" if args.planes > 1 else ""
         print(f"wrote {args.rows}x{args.cols} tiles{planes} to {out}/tiles, ground truth to "
               f"{out}/ground_truth, manifest {out}/scan.json")

@@ -15,7 +15,7 @@ from edge.imaging.imageio import to_uint16
 from edge.tools.scanfile import write_scan
 from trainer.sim.defects import DefectParams, InjectedDefect, inject_defects, moved
 from trainer.sim.layers import generate_multilayer
-from trainer.sim.layout import Layout, generate_layout
+from trainer.sim.layout import Layout, generate_layout, repeat_pitch_px
 from trainer.sim.optics import OpticsParams, capture
 from trainer.sim.pairs import SimParams, field_centre
 from trainer.sim.sem import add_sem_noise, render_clean, render_sem
@@ -61,10 +61,11 @@ class _Frames:
 
 
 def _layout(rng: np.random.Generator, shape: tuple[int, int], pixel_size_nm: float,
-            params: SimParams, multilayer: bool) -> Layout:
+            params: SimParams, multilayer: bool, array_cells: tuple[int, int] | None,
+            ) -> Layout:
     if multilayer:
         return generate_multilayer(rng, shape, pixel_size_nm, layout=params.layout)
-    return generate_layout(rng, shape, pixel_size_nm, params.layout)
+    return generate_layout(rng, shape, pixel_size_nm, params.layout, array_cells)
 
 
 def _planes(layout: Layout, planes: int, multilayer: bool, optics: OpticsParams) -> list[float]:
@@ -101,6 +102,7 @@ def simulate_scan(
     multilayer: bool = False,
     defects: DefectParams | None = None,
     tiles_of: str = "osr",
+    array_cells: tuple[int, int] | None = None,
 ) -> Path:
     """Write a scan directory; the stage reports the nominal grid, the true positions differ by a
     Gaussian error (std `stage_error_nm` per axis), recorded under `simulation.tiles_true`.
@@ -113,13 +115,17 @@ def simulate_scan(
     stage nm) and the ground truth adds `sem_reference`, the defect-free chip's SEM image with
     noise of its own (a golden reference), and `layout`, its pattern (255 where metal or via:
     a die-to-database reference). `tiles_of` "sem" records SEM tiles instead of the
-    SSUM camera's (to test inspection without a model; one plane only)."""
+    SSUM camera's (to test inspection without a model; one plane only). `array_cells` (x, y):
+    the chip is an array, one unit of that many design-grid cells repeated (its pitch recorded
+    as `simulation.array_pitch_nm`; cell-to-cell inspection)."""
     if rows < 1 or cols < 1 or not 0 <= overlap < tile or planes < 1:
         raise ValueError("need rows, cols, planes >= 1 and 0 <= overlap < tile")
     if tiles_of not in TILE_KINDS:
         raise ValueError(f"tiles_of must be one of {', '.join(TILE_KINDS)}")
     if tiles_of == "sem" and planes > 1:
         raise ValueError("SEM tiles have one plane: the SEM's depth of field needs no z-stack")
+    if array_cells is not None and (multilayer or min(array_cells) < 1):
+        raise ValueError("an array needs a unit of at least 1 x 1 cells and a single layer")
     params = SimParams()
     stack = StackParams(planes=planes)
     layout_rng, sem_rng, stage_rng, camera_rng, drift_rng = (
@@ -129,7 +135,7 @@ def simulate_scan(
     drift_nm = 5 * stack.drift_nm * math.sqrt(planes) if planes > 1 else 0.0
     margin = math.ceil((5 * stage_error_nm + drift_nm) / pixel_size_nm) + 4
     layout = _layout(layout_rng, (height + 2 * margin, width + 2 * margin), pixel_size_nm,
-                     params, multilayer)
+                     params, multilayer, array_cells)
     truth: list[InjectedDefect] = []
     extra_truth: dict[str, np.ndarray] = {}
     if defects is not None:
@@ -176,7 +182,10 @@ def simulate_scan(
         "params": asdict(params),
         "multilayer": multilayer,
         "planes": planes,
-    } | ({"stack": asdict(stack), "z_nm": z_nm} if frames.stacked else {})
+    } | ({"stack": asdict(stack), "z_nm": z_nm} if frames.stacked else {}) | (
+        {"array_pitch_nm": [v * pixel_size_nm for v in
+                            repeat_pitch_px(array_cells, pixel_size_nm, params.layout)]}
+        if array_cells else {})
     return write_scan(
         out, f"sim-{seed:04d}", pixel_size_nm, tiles,
         ground_truth=_ground_truth(layout, sem, frames, params.optics, crop, multilayer)
