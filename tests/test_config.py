@@ -99,6 +99,13 @@ def test_trust_keys_reach_the_converter_and_the_pipeline(tmp_path):
     assert not load_config(path).converter_settings().trust  # the reverse is not even loaded
 
 
+def test_the_confirmation_keys_reach_the_inspection_settings(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[inspection]\nconfirm_rate = 1e-5\nconfirm_distance_nm = 50\n')
+    settings = load_config(path).inspection.settings()
+    assert (settings.confirm_rate, settings.confirm_distance_nm) == (1e-5, 50.0)
+
+
 def test_the_input_polarity_reaches_the_converter(tmp_path):
     path = tmp_path / "edge.toml"
     path.write_text("[model]\ninvert_input = true\n")

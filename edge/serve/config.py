@@ -324,6 +324,9 @@ class InspectionConfig:
     confirm_rate: float = key(INSPECTING.confirm_rate, check.rate,
                               "With `confirm`: the false-alarm rate of the raw difference that "
                               "confirms a detection.", normalise=float)
+    confirm_distance_nm: float = key(INSPECTING.confirm_distance_nm, check.nonneg_number,
+                                     "With `confirm`: how far from a detection's box the raw "
+                                     "difference that confirms it may lie.", normalise=float)
     min_defect_nm: float = key(INSPECTING.min_defect_nm, check.positive_number,
                                "The smallest defect of interest (sets the matched smoothing).",
                                normalise=float)
@@ -357,7 +360,8 @@ class InspectionConfig:
             false_alarm_rate=self.false_alarm_rate, min_defect_nm=self.min_defect_nm,
             max_defect_nm=self.max_defect_nm, border_px=self.border_px,
             shift_tolerance_px=self.shift_tolerance_px, merge_distance_nm=self.merge_distance_nm,
-            thumbnail_px=self.thumbnail_px, confirm_rate=self.confirm_rate)
+            thumbnail_px=self.thumbnail_px, confirm_rate=self.confirm_rate,
+            confirm_distance_nm=self.confirm_distance_nm)
 
 
 @dataclass(frozen=True)
