@@ -113,12 +113,13 @@ def _size_key(size_nm: float) -> str:
 def _images(case: InspectionCase, convert: Callable[[np.ndarray], np.ndarray], golden: bool,
             ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """(inspected, golden reference when `golden`) per input that is inspected on its own."""
-    def reference(make: Callable[[], np.ndarray]) -> np.ndarray | None:
-        return make() if golden else None
-    return {"osr": (case.inspected["osr"], reference(lambda: case.reference["osr"])),
-            "converted": (convert(case.inspected["osr"]),
-                          reference(lambda: convert(case.reference["osr"]))),
-            "sem": (case.inspected["sem"], reference(lambda: case.reference["sem"]))}
+    if not golden:
+        return {"osr": (case.inspected["osr"], None),
+                "converted": (convert(case.inspected["osr"]), None),
+                "sem": (case.inspected["sem"], None)}
+    return {"osr": (case.inspected["osr"], case.reference["osr"]),
+            "converted": (convert(case.inspected["osr"]), convert(case.reference["osr"])),
+            "sem": (case.inspected["sem"], case.reference["sem"])}
 
 
 def _found(case: InspectionCase, mode: str, image: np.ndarray, golden: np.ndarray | None,
