@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import cv2
 import numpy as np
@@ -51,6 +52,15 @@ def test_osr_has_no_detail_beyond_the_optical_cutoff_while_sem_has():
     sem = render_clean(layout)
     # the incoherent OTF is zero beyond 2 NA / lambda: only window leakage remains there
     assert _high_frequency_fraction(osr, 1.2 * cutoff) < 1e-3 * _high_frequency_fraction(sem, 1.2 * cutoff)
+
+
+def test_a_featureless_field_renders_flat_and_without_warnings():
+    material = np.full((64, 64), POLY, np.uint8)
+    layout = Layout(material, np.zeros((64, 64), np.float32), 10.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sem = render_clean(layout)
+    assert np.ptp(sem) < 1e-6
 
 
 def test_psf_is_normalised_symmetric_and_widens_with_worse_resolution():

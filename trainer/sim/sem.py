@@ -43,8 +43,9 @@ def yield_map(layout: Layout, params: SemParams) -> np.ndarray:
 
 
 def _rim(top: np.ndarray, pixel_size_nm: float, params: SemParams) -> np.ndarray:
-    inside_px = cv2.distanceTransform(top, cv2.DIST_L2, 5)
-    outside_px = cv2.distanceTransform(1 - top, cv2.DIST_L2, 5)
+    far = float(sum(top.shape))  # where there is no edge at all, OpenCV returns huge values
+    inside_px = np.minimum(cv2.distanceTransform(top, cv2.DIST_L2, 5), far)
+    outside_px = np.minimum(cv2.distanceTransform(1 - top, cv2.DIST_L2, 5), far)
     decay = lambda d: np.minimum(np.exp(-(d - 0.5) * pixel_size_nm / params.edge_width_nm), 1.0)
     return np.where(top > 0, params.edge_gain * decay(inside_px), -params.edge_shadow * decay(outside_px))
 
