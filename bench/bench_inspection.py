@@ -51,7 +51,7 @@ def fastest_ms(call: Callable[[], Any], repeats: int) -> float:
     return min(times)
 
 
-def inspectors(mode: str, case: InspectionCase, converted_reference: np.ndarray,
+def inspectors(mode: str, case: InspectionCase, converted_reference: np.ndarray | None,
                ) -> tuple[Inspector, Inspector]:
     """(converted, optical) inspectors of `mode` for one case."""
     if mode == "golden":
@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = {array: [make_case(seed, TILE, array=array) for seed in SEEDS]
              for array in (False, True)}
     with Converter.from_bundle(args.bundle, ConverterSettings()) as converter:
-        converted = {array: [(np.clip(converter.convert(c.inspected["osr"]), 0, 1),
-                              np.clip(converter.convert(c.reference["osr"]), 0, 1)) for c in chosen]
+        convert = lambda image: np.clip(converter.convert(image), 0, 1)
+        converted = {array: [(convert(c.inspected["osr"]),  # cell mode needs no reference
+                              None if array else convert(c.reference["osr"])) for c in chosen]
                      for array, chosen in cases.items()}
     results: dict[str, Any] = {}
     for mode in ("golden", "database", "cell"):
