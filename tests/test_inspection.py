@@ -19,10 +19,11 @@ from edge.inspection.inspector import Inspector
 from edge.inspection.klarf import KlarfSample, read_klarf, write_klarf
 from edge.inspection.merge import covered_area, merge
 from edge.inspection.records import Defect
-from edge.inspection.reference import detect_pitch
+from edge.inspection.reference import detect_pitch, golden, place
 from edge.inspection.settings import InspectionSettings
 from edge.inspection.threshold import tail_threshold
 from edge.protocol import decode_message, encode_defect
+from trainer.sim.inspection import make_case
 
 PIXEL_NM = 10.0
 
@@ -68,6 +69,22 @@ def test_noise_and_a_sub_pixel_shift_give_no_detection_a_defect_does():
     assert found.regions[0].x == pytest.approx(92, abs=1.0)
 
 
+def test_scan_line_jitter_is_not_a_defect_and_a_long_wire_makes_no_streak():
+    mask = pattern()
+    valid = np.ones(mask.shape, bool)
+    settings = InspectionSettings(border_px=4)
+    jitter = np.random.default_rng(15).normal(0, 0.1, (mask.shape[0], 1)).astype(np.float32)
+    spot = cv2.circle(np.zeros(mask.shape, np.float32), (92, 90), 3, 0.1, -1)
+    image = render(mask, 16) + jitter + spot  # a faint spot under an SEM's scan-line streaks
+    found = compare(image, render(mask, 17), valid, PIXEL_NM, settings).regions
+    assert [(round(r.x), round(r.y)) for r in found] == [(92, 90)]
+    wire = np.zeros(mask.shape, bool)
+    wire[:120, 100:110] = True  # one line brighter over most of its columns' height
+    image = render(mask, 18) + 0.3 * cv2.GaussianBlur(wire.astype(np.float32), (0, 0), 1.0)
+    found = compare(image, render(mask, 19), valid, PIXEL_NM, settings).regions
+    assert found and all(r.bbox[3] <= 124 and 96 <= r.x <= 114 for r in found)
+
+
 def test_a_golden_reference_is_placed_by_stage_then_registered():
     mask = np.kron(np.random.default_rng(3).random((12, 12)) > 0.5, np.ones((16, 16))) > 0
     reference = render(mask, 4)
@@ -80,6 +97,24 @@ def test_a_golden_reference_is_placed_by_stage_then_registered():
     assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((60, 130), abs=1.5)]
     assert found.defects[0].polarity == ("missing" if mask[130, 60] else "extra")
     assert found.defects[0].x_nm == pytest.approx(600, abs=15)
+
+
+def test_a_placed_reference_keeps_every_row_and_column_it_covers():
+    reference = render(pattern(), 14)
+    placed, valid = place(reference, (0.0, 0.0), reference.shape)
+    assert valid.all() and np.array_equal(placed, reference)
+    expected = np.ones(reference.shape, bool)
+    expected[:3, :] = expected[:, -2:] = False  # the reference starts 3 rows down, 2 px left
+    assert np.array_equal(place(reference, (2.0, -3.0), reference.shape)[1], expected)
+    expected = np.ones(reference.shape, bool)
+    expected[:, -1] = False  # half a pixel beyond the reference's last column
+    assert np.array_equal(place(reference, (0.5, 0.0), reference.shape)[1], expected)
+
+
+def test_golden_registration_stays_within_its_search_range_on_a_repeating_pattern():
+    case = make_case(3, size=192)  # its SEM pair's phase correlation locks 82 px off
+    shift = golden(case.inspected["sem"], case.reference["sem"]).shift
+    assert max(abs(shift[0]), abs(shift[1])) <= 192 / 4
 
 
 def test_cell_to_cell_finds_the_pitch_and_a_defect_without_ghosts():
@@ -155,6 +190,19 @@ def test_die_to_database_from_a_raster_or_gdsii(tmp_path, source):
         render(broken, 8), PIXEL_NM, (0.0, 0.0))
     assert [(d.defect_class, d.x_px, d.y_px) for d in found.defects] == \
         [("open", pytest.approx(32.5, abs=1), pytest.approx(62.5, abs=1))]
+
+
+def test_die_to_database_renders_an_isolated_wire_unlike_a_dense_array():
+    mask = np.zeros((256, 256), bool)
+    for x in [*range(4, 100, 16), *range(160, 248, 16)]:
+        mask[:, x:x + 8] = True  # dense arrays either side
+    wire = np.zeros(mask.shape, bool)
+    wire[:, 128:136] = True  # an isolated wire between them, drawn brighter
+    image = render(blob(mask | wire, 40, 100, 3, not mask[100, 40]), 20) + \
+        0.2 * cv2.GaussianBlur(wire.astype(np.float32), (0, 0), 1.0)
+    found = Inspector("database", InspectionSettings(border_px=4),
+                      layout=LayoutRaster(mask | wire, PIXEL_NM)).inspect(image, PIXEL_NM)
+    assert [(d.x_px, d.y_px) for d in found.defects] == [pytest.approx((40, 100), abs=1.5)]
 
 
 def _region(mask: np.ndarray, polarity: str) -> Region:

@@ -91,7 +91,7 @@ def _residual(warped: np.ndarray, fixed: np.ndarray, mask: np.ndarray) -> float:
 
 
 def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
-             iterations: int = 200) -> Registration:
+             iterations: int = 200, max_shift_px: float | None = None) -> Registration:
     """Align `moving` (e.g. OSR) onto `fixed` (e.g. SEM) of the same shape.
 
     Phase correlation gives the translation; ECC then refines an affine transform (affine=True)
@@ -100,15 +100,23 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
     precise when the two images have the same contrast). The intensity result is used only when
     its correlation coefficient beats the edge result's: true for images of one contrast (then
     above ~0.93), false across the OSR/SEM contrast gap, where intensity correlation stays lower
-    and its optimum lies pixels off. `Registration.features` says which was used."""
+    and its optimum lies pixels off. `Registration.features` says which was used.
+    `max_shift_px`: the images are known to lie within that of each other (a stage position);
+    a phase-correlation lock farther off (onto another period of a repeating pattern) is
+    replaced by ECC started from no shift."""
     moving = np.asarray(moving, np.float32)
     fixed = np.asarray(fixed, np.float32)
     if moving.ndim != 2 or moving.shape != fixed.shape:
         raise UserError(f"registration needs two 2-D images of one shape, got {moving.shape} "
                         f"and {fixed.shape}")
     fixed_edges = edge_strength(fixed)
-    candidates = [_align(edge_strength(moving), fixed_edges, affine, iterations, "edges"),
-                  _align(_smooth(moving), _smooth(fixed), affine, iterations, "intensity")]
+    pairs = {"edges": (edge_strength(moving), fixed_edges),
+             "intensity": (_smooth(moving), _smooth(fixed))}
+    candidates = [_align(*pair, affine, iterations, name) for name, pair in pairs.items()]
+    if max_shift_px is not None:
+        candidates = [c if np.hypot(*c.shift) <= max_shift_px else
+                      _align(*pairs[c.features], affine, iterations, c.features, phase=False)
+                      for c in candidates]
     for candidate in candidates:
         mask = candidate.valid_mask(moving.shape, fixed.shape)
         warped_edges = edge_strength(candidate.warp(moving, fixed.shape))
@@ -118,8 +126,8 @@ def register(moving: np.ndarray, fixed: np.ndarray, affine: bool = True,
 
 
 def _align(moving: np.ndarray, fixed: np.ndarray, affine: bool, iterations: int,
-           features: str) -> Registration:
-    dx, dy, response = phase_shift(moving, fixed)
+           features: str, phase: bool = True) -> Registration:
+    dx, dy, response = phase_shift(moving, fixed) if phase else (0.0, 0.0, 0.0)
     # ECC's warp maps fixed (template) coordinates to moving (input) coordinates.
     warp = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
     converged, correlation = False, response

@@ -2,9 +2,12 @@
 look and registered to it.
 
 The rendering is a small linear model fitted to each image: grey = c0 + c1 * blurred pattern
-+ c2 * blurred rim, where the rim is the band just inside the pattern's edges (the bright edges
-of an SEM or SEM-like image). The blur is chosen among a few widths by the fit, so one model
-serves SEM, converted and optical images, in either tone.
++ c2 * blurred rim + c3 * blurred (pattern x density) + c4 * blurred (space x density), where
+the rim is the band just inside the pattern's edges (the bright edges of an SEM or SEM-like
+image) and the density the share of pattern around a pixel (DENSITY_NM): an isolated wire looks
+unlike a dense array of the same width, through the optics (proximity) and through a model that
+converts them. The blur is chosen among a few widths by the fit, so one model serves SEM,
+converted and optical images, in either tone.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from edge.inspection.reference import Reference, golden, place
 GDS_SUFFIXES = (".gds", ".gds2", ".gdsii")
 BLUR_CANDIDATES_NM = (5.0, 10.0, 20.0, 40.0, 80.0)
 RIM_NM = 20.0
+DENSITY_NM = 100.0  # the neighbourhood whose pattern density changes an isolated feature's look
 FIT_STEP_PX = 2
 
 
@@ -90,11 +94,15 @@ def _rasterise_gds(path: Path, pixel_size_nm: float, layer: int | None,
     return LayoutRaster(pattern.astype(bool), float(pixel_size_nm), origin)
 
 
-def _features(coverage: np.ndarray, blur_px: float, rim_px: float) -> np.ndarray:
-    inside = cv2.distanceTransform((coverage > 0.5).astype(np.uint8), cv2.DIST_L2, 5)
-    rim = (coverage > 0.5) * np.exp(-np.maximum(inside - 0.5, 0) / max(rim_px, 0.5))
+def _features(coverage: np.ndarray, blur_px: float, rim_px: float,
+              density_px: float) -> np.ndarray:
+    pattern = coverage > 0.5
+    inside = cv2.distanceTransform(pattern.astype(np.uint8), cv2.DIST_L2, 5)
+    rim = pattern * np.exp(-np.maximum(inside - 0.5, 0) / max(rim_px, 0.5))
+    density = cv2.GaussianBlur(pattern.astype(np.float32), (0, 0), density_px)
     blur = lambda a: cv2.GaussianBlur(np.asarray(a, np.float32), (0, 0), blur_px)
-    return np.stack([np.ones_like(coverage), blur(coverage), blur(rim)])
+    return np.stack([np.ones_like(coverage), blur(coverage), blur(rim),
+                     blur(pattern * density), blur(~pattern * density)])
 
 
 def render(coverage: np.ndarray, image: np.ndarray, valid: np.ndarray,
@@ -105,7 +113,8 @@ def render(coverage: np.ndarray, image: np.ndarray, valid: np.ndarray,
     pick = valid[::FIT_STEP_PX, ::FIT_STEP_PX]
     target = image[::FIT_STEP_PX, ::FIT_STEP_PX][pick]
     for blur_nm in BLUR_CANDIDATES_NM:
-        features = _features(coverage, blur_nm / pixel_size_nm, RIM_NM / pixel_size_nm)
+        features = _features(coverage, blur_nm / pixel_size_nm, RIM_NM / pixel_size_nm,
+                             DENSITY_NM / pixel_size_nm)
         design = features[:, ::FIT_STEP_PX, ::FIT_STEP_PX][:, pick].T
         coef, *_ = np.linalg.lstsq(design, target, rcond=None)
         error = float(np.mean((design @ coef - target) ** 2))

@@ -10,16 +10,21 @@ grey-level envelope), so an edge displaced by less than that leaves no differenc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.imaging.registration import edge_strength
 
 POLY_DEGREE = 2
 FIT_STEP_PX = 4  # every 4th pixel along each axis fits the gain/offset field
 OUTLIER_MADS = 4.0
+LINE_WINDOW = 5  # lines each side of the running median that scan-line jitter stands out of
+PLATEAU_SIGMAS = 4.0
+TREND_WINDOW = 40  # lines each side: wider than the widest wire, narrower than shading
 
 
 @dataclass
@@ -67,14 +72,41 @@ def match_grey_levels(image: np.ndarray, reference: np.ndarray, valid: np.ndarra
     return (gain * reference + offset).astype(np.float32)
 
 
+def _running_median(values: np.ndarray, half: int) -> np.ndarray:
+    half = min(half, len(values) - 1)
+    if half < 1:
+        return np.full_like(values, np.median(values))
+    padded = np.pad(values, half, mode="reflect")
+    return np.median(sliding_window_view(padded, 2 * half + 1), axis=1)
+
+
+def _jitter(offsets: np.ndarray) -> np.ndarray:
+    """The part of a line-by-line profile of medians to subtract as scan-line offsets: all of
+    it but wire-sized plateaus. A long wire along the lines that the image draws brighter or
+    darker than its reference moves the medians of several lines in a row together; taking
+    that for scan-line offsets would paint a streak along the rest of those lines. So where
+    the running median over 2 * LINE_WINDOW + 1 lines stands out of the one over
+    2 * TREND_WINDOW + 1 lines (slow trends: shading) by more than PLATEAU_SIGMAS of its own
+    noise, that difference is kept out."""
+    short = _running_median(offsets, LINE_WINDOW)
+    plateau = short - _running_median(offsets, TREND_WINDOW)
+    rest = offsets - short
+    spread = 1.4826 * float(np.median(np.abs(rest - np.median(rest))))
+    noise = math.sqrt(math.pi / 2) * spread / math.sqrt(2 * LINE_WINDOW + 1)  # of a median
+    return np.where(np.abs(plateau) > PLATEAU_SIGMAS * noise, offsets - plateau, offsets)
+
+
 def _line_offsets(residual: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The median residual of each row and then of each column (scan-line offsets, the
-    streaks of SEM images), as an image to subtract."""
+    """The scan-line offsets (the streaks of SEM images) as an image to subtract: the median
+    residual of each row, then of each column, less what pattern along the lines explains
+    (`_jitter`)."""
     if not valid.any():
         return np.zeros_like(residual)
-    rows = np.array([np.median(r[v]) if v.any() else 0.0 for r, v in zip(residual, valid)])
+    rows = _jitter(np.array([np.median(r[v]) if v.any() else 0.0
+                             for r, v in zip(residual, valid)]))
     less = residual - rows[:, None]
-    cols = np.array([np.median(c[v]) if v.any() else 0.0 for c, v in zip(less.T, valid.T)])
+    cols = _jitter(np.array([np.median(c[v]) if v.any() else 0.0
+                             for c, v in zip(less.T, valid.T)]))
     return (rows[:, None] + cols[None, :]).astype(np.float32)
 
 
@@ -104,9 +136,9 @@ def envelope_difference(image: np.ndarray, reference: np.ndarray, valid: np.ndar
     differences wider than `shading_px` are shading, removed first."""
     image = np.asarray(image, np.float32)
     matched = match_grey_levels(image, np.asarray(reference, np.float32), valid)
+    image = image - _line_offsets(image - matched, valid)  # before smoothing blurs the lines
     a = cv2.GaussianBlur(image, (0, 0), sigma_px)
     b = cv2.GaussianBlur(matched, (0, 0), sigma_px)
-    a = a - _line_offsets(a - b, valid)
     a = a - shading(a - b, valid, shading_px)
     radius = int(np.ceil(tolerance_px))
     if radius > 0:

@@ -19,6 +19,7 @@ from edge.errors import UserError
 from edge.imaging.registration import register
 
 MIN_OVERLAP_PX = 32
+SEARCH_FRACTION = 0.25  # golden: registration corrects the stage by up to this share of the image
 MIN_PITCH_PX = 4
 MAX_PERIOD_DIFFERENCE = 0.3
 PERIOD_TOLERANCE = 0.05
@@ -27,6 +28,7 @@ NOISE_SIGMA_PX = 1.5
 CELL_NEIGHBOURS = 3
 REFINE_FRACTION = 0.75
 SHADING_SIGMA_PX = 24.0
+SOURCE_EPS_PX = 1e-3  # a source coordinate this far outside the image still counts as on it
 
 
 @dataclass
@@ -41,10 +43,17 @@ class Reference:
 
 
 def _translate(image: np.ndarray, dx: float, dy: float, shape: tuple[int, int]) -> np.ndarray:
+    """`image` moved by (dx, dy) onto a canvas of `shape`, NaN where no source pixel lies.
+    The NaNs are set from the source coordinates, not by OpenCV's NaN border, which its
+    bilinear taps carry into the last row and column even at a whole-pixel shift."""
+    source = np.asarray(image, np.float32)
     matrix = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-    return cv2.warpAffine(np.asarray(image, np.float32), matrix, (shape[1], shape[0]),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=np.nan)
+    moved = cv2.warpAffine(source, matrix, (shape[1], shape[0]), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    xs, ys = np.arange(shape[1]) - dx, np.arange(shape[0]) - dy
+    moved[:, (xs < -SOURCE_EPS_PX) | (xs > source.shape[1] - 1 + SOURCE_EPS_PX)] = np.nan
+    moved[(ys < -SOURCE_EPS_PX) | (ys > source.shape[0] - 1 + SOURCE_EPS_PX), :] = np.nan
+    return moved
 
 
 def place(reference: np.ndarray, offset_px: tuple[float, float], shape: tuple[int, int],
@@ -60,7 +69,8 @@ def golden(image: np.ndarray, reference: np.ndarray, offset_px: tuple[float, flo
            ) -> Reference:
     """The part of `reference` that `image` shows, in the image's frame. `offset_px` (x, y) is
     where the image's pixel (0, 0) lies in the reference according to the stage; registration
-    then finds the rest (up to about a quarter of the image)."""
+    then finds the rest (up to a quarter of the image; a lock farther off, onto another period
+    of a repeating pattern, is refined from the stage position instead)."""
     h, w = image.shape
     ox, oy = round(offset_px[0]), round(offset_px[1])
     nominal = _translate(reference, -ox, -oy, (h, w))
@@ -68,7 +78,8 @@ def golden(image: np.ndarray, reference: np.ndarray, offset_px: tuple[float, flo
     if known.sum() < MIN_OVERLAP_PX**2:
         raise UserError(f"the reference does not cover the image at offset ({ox}, {oy}) px")
     fill = float(np.nanmedian(nominal))
-    reg = register(np.where(known, nominal, fill), np.where(known, image, fill), affine=False)
+    reg = register(np.where(known, nominal, fill), np.where(known, image, fill), affine=False,
+                   max_shift_px=SEARCH_FRACTION * max(h, w))
     shift = (ox - reg.shift[0], oy - reg.shift[1])
     return Reference(*place(reference, shift, (h, w)), shift)
 
