@@ -94,15 +94,15 @@ def _rasterise_gds(path: Path, pixel_size_nm: float, layer: int | None,
     return LayoutRaster(pattern.astype(bool), float(pixel_size_nm), origin)
 
 
-def _features(coverage: np.ndarray, blur_px: float, rim_px: float,
-              density_px: float) -> np.ndarray:
+def _layers(coverage: np.ndarray, rim_px: float, density_px: float) -> list[np.ndarray]:
+    """What the rendering blurs, the same for every blur: the pattern, its rim, and the pattern
+    and the space weighted by the density."""
     pattern = coverage > 0.5
     inside = cv2.distanceTransform(pattern.astype(np.uint8), cv2.DIST_L2, 5)
     rim = pattern * np.exp(-np.maximum(inside - 0.5, 0) / max(rim_px, 0.5))
     density = cv2.GaussianBlur(pattern.astype(np.float32), (0, 0), density_px)
-    blur = lambda a: cv2.GaussianBlur(np.asarray(a, np.float32), (0, 0), blur_px)
-    return np.stack([np.ones_like(coverage), blur(coverage), blur(rim),
-                     blur(pattern * density), blur(~pattern * density)])
+    return [np.asarray(a, np.float32) for a in (coverage, rim, pattern * density,
+                                                ~pattern * density)]
 
 
 def render(coverage: np.ndarray, image: np.ndarray, valid: np.ndarray,
@@ -112,9 +112,11 @@ def render(coverage: np.ndarray, image: np.ndarray, valid: np.ndarray,
     best: tuple[float, np.ndarray] | None = None
     pick = valid[::FIT_STEP_PX, ::FIT_STEP_PX]
     target = image[::FIT_STEP_PX, ::FIT_STEP_PX][pick]
+    layers = _layers(coverage, RIM_NM / pixel_size_nm, DENSITY_NM / pixel_size_nm)
     for blur_nm in BLUR_CANDIDATES_NM:
-        features = _features(coverage, blur_nm / pixel_size_nm, RIM_NM / pixel_size_nm,
-                             DENSITY_NM / pixel_size_nm)
+        blur_px = blur_nm / pixel_size_nm
+        features = np.stack([np.ones_like(coverage),
+                             *(cv2.GaussianBlur(a, (0, 0), blur_px) for a in layers)])
         design = features[:, ::FIT_STEP_PX, ::FIT_STEP_PX][:, pick].T
         coef, *_ = np.linalg.lstsq(design, target, rcond=None)
         error = float(np.mean((design @ coef - target) ** 2))
