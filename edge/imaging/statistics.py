@@ -1,6 +1,6 @@
 """Image statistics shared by the simulator's comparison with real images, the evaluation and
-the trust score: the radial power spectrum and its slope, a robust noise estimate, an affine
-intensity fit.
+the trust score and inspection: the radial power spectrum and its slope, a robust spread and a
+robust noise estimate, an affine intensity fit.
 
 The spectrum and noise functions take one image (H, W) or a stack of equal-sized images
 (N, H, W) and give a figure per image: the trust score computes them on every block of a tile
@@ -53,6 +53,13 @@ def spectrum_metrics(freqs: np.ndarray, power: np.ndarray) -> dict[str, float]:
     if np.ndim(power) == 1:
         return {"spectrum_slope": float(slope), "spectrum_high_low_db": float(ratio_db)}
     return {"spectrum_slope": slope, "spectrum_high_low_db": ratio_db}
+
+
+def robust_std(values: np.ndarray) -> float:
+    """The standard deviation of a Gaussian with the values' median absolute deviation
+    (1.4826 x MAD): their spread, unmoved by a minority of outliers."""
+    values = np.asarray(values)
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
 def noise_std(image: np.ndarray) -> float | np.ndarray:

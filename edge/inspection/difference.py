@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.imaging.registration import edge_strength
+from edge.imaging.statistics import robust_std
 
 POLY_DEGREE = 2
 FIT_STEP_PX = 4  # every 4th pixel along each axis fits the gain/offset field
@@ -91,8 +92,7 @@ def _jitter(offsets: np.ndarray) -> np.ndarray:
     short = _running_median(offsets, LINE_WINDOW)
     plateau = short - _running_median(offsets, TREND_WINDOW)
     rest = offsets - short
-    spread = 1.4826 * float(np.median(np.abs(rest - np.median(rest))))
-    noise = math.sqrt(math.pi / 2) * spread / math.sqrt(2 * LINE_WINDOW + 1)  # of a median
+    noise = math.sqrt(math.pi / 2) * robust_std(rest) / math.sqrt(2 * LINE_WINDOW + 1)  # of a median
     return np.where(np.abs(plateau) > PLATEAU_SIGMAS * noise, offsets - plateau, offsets)
 
 

@@ -23,6 +23,7 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from edge.imaging.statistics import robust_std
 from edge.inspection.components import detected_pixels
 
 EDGE_CLASSES = 4
@@ -46,8 +47,7 @@ def tail_threshold(values: np.ndarray, rate: float, quantile: float = 0.99) -> f
 
 def gaussian_threshold(residual: np.ndarray, rate: float) -> float:
     """The two-sided Gaussian level of `rate` for the residual's robust (MAD) spread."""
-    spread = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-    return max(spread, 1e-6) * NormalDist().inv_cdf(1 - rate / 2)
+    return max(robust_std(residual), 1e-6) * NormalDist().inv_cdf(1 - rate / 2)
 
 
 def edge_classes(edges: np.ndarray, valid: np.ndarray) -> np.ndarray:
