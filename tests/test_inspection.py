@@ -15,6 +15,7 @@ from edge.inspection.components import Region
 from edge.inspection.confirm import ConfirmedInspector
 from edge.inspection.database import LayoutRaster, read_layout
 from edge.inspection.detect import compare
+from edge.inspection.features import missing_features
 from edge.inspection.inspector import Inspector
 from edge.inspection.klarf import KlarfSample, read_klarf, write_klarf
 from edge.inspection.merge import covered_area, merge
@@ -296,3 +297,38 @@ def test_layout_raster_resampling_keeps_coverage():
     layout = LayoutRaster(pattern(100), 5.0)
     assert layout.at_pixel_size(10.0).shape == (50, 50)
     assert layout.at_pixel_size(10.0).mean() == pytest.approx(layout.pattern.mean(), abs=0.01)
+
+
+def _contact_array(gains: np.ndarray, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 12 x 12 array of 8 px contacts (layout mask) and its image, each contact drawn with
+    its own gain (0 = missing)."""
+    mask, canvas = np.zeros((256, 256), bool), np.zeros((256, 256), np.float32)
+    corners = [(x, y) for y in range(22, 226, 18) for x in range(22, 226, 18)]
+    for (x, y), gain in zip(corners, gains):
+        mask[y:y + 8, x:x + 8] = True
+        canvas[y:y + 8, x:x + 8] = gain
+    image = cv2.GaussianBlur(0.2 + 0.5 * canvas, (0, 0), 1.0)
+    image += np.random.default_rng(seed).normal(0, noise, image.shape)
+    return mask, np.clip(image, 0, 1).astype(np.float32)
+
+
+def test_a_missing_contact_is_found_against_its_neighbours_where_contacts_are_drawn_dim():
+    xs = np.tile(np.arange(22, 226, 18), 12)
+    gains = (0.3 + 0.7 * xs / 256) * np.random.default_rng(3).uniform(0.8, 1.2, xs.size)
+    gains[[13, 130]] = 0  # one where the contacts are dim, one where they are bright
+    mask, image = _contact_array(gains, 0.02, 4)
+    found = Inspector("database", InspectionSettings(), layout=LayoutRaster(mask, PIXEL_NM)
+                      ).inspect(image, PIXEL_NM)
+    assert sorted((d.defect_class, d.x_px, d.y_px) for d in found.defects) == \
+        [("missing_contact", pytest.approx(44.5, abs=1), pytest.approx(44.5, abs=1)),
+         ("missing_contact", pytest.approx(205.5, abs=1), pytest.approx(205.5, abs=1))]
+
+
+def test_contacts_that_noise_hides_are_not_reported_missing():
+    gains = np.full(144, 0.06)  # a contrast of 0.03 under noise of 0.05
+    mask, image = _contact_array(gains, 0.05, 5)
+    judged = np.ones(mask.shape, bool)
+    assert missing_features(image, mask, judged, 30, 1e-10) == []
+    mask, image = _contact_array(np.where(np.arange(144) == 40, 0, 1.0), 0.02, 5)
+    assert [(r.x, r.y) for r in missing_features(image, mask, judged, 30, 1e-10)] == \
+        [(pytest.approx(97.5), pytest.approx(79.5))]

@@ -17,7 +17,8 @@ HYSTERESIS = 0.5
 class Region:
     """One detection in an image's pixels: `mask` covers `bbox` (x0, y0, x1, y1, half-open);
     `polarity` "extra" (brighter than the reference) or "missing"; `score` the peak of
-    |difference| / threshold (> 1); `x`, `y` the score-weighted centroid."""
+    |difference| / threshold (> 1); `x`, `y` the score-weighted centroid; `defect_class` set
+    by a detector that knows what it found (else classified from the patterns)."""
 
     bbox: tuple[int, int, int, int]
     mask: np.ndarray
@@ -25,6 +26,7 @@ class Region:
     score: float
     x: float
     y: float
+    defect_class: str | None = None
 
     @property
     def area_px(self) -> int:

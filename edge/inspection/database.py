@@ -138,7 +138,7 @@ def database(image: np.ndarray, layout: LayoutRaster, pixel_size_nm: float,
     placed = golden(image, rough, offset_px)
     aligned, _ = place(coverage, placed.shift, image.shape)
     final = render(aligned, image, placed.valid, pixel_size_nm)
-    return Reference(final, placed.valid, placed.shift)
+    return Reference(final, placed.valid, placed.shift, pattern=aligned > 0.5)
 
 
 def _nominal(image: np.ndarray, shape: tuple[int, ...], offset_px: tuple[float, float],

@@ -14,6 +14,7 @@ from edge.imaging.mosaic import read_ome_pixel_size
 from edge.imaging.resample import rescale_to_pixel_size
 from edge.inspection.database import LayoutRaster, database, read_layout
 from edge.inspection.detect import compare
+from edge.inspection.features import apart, missing_features
 from edge.inspection.records import Defect, to_defects
 from edge.inspection.reference import Reference, cell, golden
 from edge.inspection.settings import MODES, InspectionSettings
@@ -105,6 +106,13 @@ class Inspector:
         reference = reference or self.reference_for(image, pixel_size_nm, origin_nm)
         found = compare(image, reference.image, reference.valid, pixel_size_nm, self.settings)
         diff = found.difference
-        defects = to_defects(found.regions, image, (diff.image, diff.reference), diff.valid,
+        regions = found.regions
+        if reference.pattern is not None:
+            regions = regions + apart(missing_features(
+                image, reference.pattern, diff.valid,
+                round(self.settings.max_defect_nm / pixel_size_nm),
+                self.settings.false_alarm_rate), regions,
+                round(self.settings.merge_distance_nm / pixel_size_nm))
+        defects = to_defects(regions, image, (diff.image, diff.reference), diff.valid,
                              pixel_size_nm, self.settings.thumbnail_px, origin_nm)
         return Inspection(defects, _region(found.difference.valid), reference)

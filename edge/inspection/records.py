@@ -124,7 +124,8 @@ def to_defects(regions: list[Region], image: np.ndarray, matched: tuple[np.ndarr
     defects = []
     for number, region in enumerate(regions, 1):
         crop, corner = thumbnail(image, region.x, region.y, thumbnail_px)
-        defect_class, polarity = classify(region, found)
+        defect_class, polarity = (region.defect_class, region.polarity) if \
+            region.defect_class else classify(region, found)
         defects.append(Defect(region.x, region.y, region.bbox, region.mask, polarity,
                               defect_class, region.score, pixel_size_nm, origin_nm, id=number,
                               thumbnail=crop, thumbnail_origin_px=corner))

@@ -34,12 +34,14 @@ SOURCE_EPS_PX = 1e-3  # a source coordinate this far outside the image still cou
 @dataclass
 class Reference:
     """`image` in the inspected image's frame, judged where `valid`; `shift` (dx, dy) found by
-    registration (px), `pitch` (px, x and y) for cell references."""
+    registration (px), `pitch` (px, x and y) for cell references, `pattern` (True = shape)
+    the layout placed in the frame for database references."""
 
     image: np.ndarray
     valid: np.ndarray
     shift: tuple[float, float] = (0.0, 0.0)
     pitch: tuple[float | None, float | None] = (None, None)
+    pattern: np.ndarray | None = None
 
 
 def _translate(image: np.ndarray, dx: float, dy: float, shape: tuple[int, int]) -> np.ndarray:
