@@ -332,3 +332,18 @@ def test_contacts_that_noise_hides_are_not_reported_missing():
     mask, image = _contact_array(np.where(np.arange(144) == 40, 0, 1.0), 0.02, 5)
     assert [(r.x, r.y) for r in missing_features(image, mask, judged, 30, 1e-10)] == \
         [(pytest.approx(97.5), pytest.approx(79.5))]
+
+
+def test_a_missing_contact_is_judged_against_alike_neighbours_however_far_they_lie():
+    mask, gain = np.zeros((512, 512), bool), np.zeros((512, 512), np.float32)
+    for y in range(20, 490, 20):  # dense large pads on the right: the nearest shapes, unlike
+        for x in range(270, 490, 20):
+            mask[y:y + 10, x:x + 10] = True
+            gain[y:y + 10, x:x + 10] = 1.0
+    for number, (y, x) in enumerate((y, x) for y in range(30, 480, 120) for x in (30, 150)):
+        mask[y:y + 4, x:x + 4] = True  # sparse small contacts on the left, 120 px apart
+        gain[y:y + 4, x:x + 4] = 0.0 if number == 5 else 1.0
+    image = cv2.GaussianBlur(0.2 + 0.5 * gain, (0, 0), 1.0)
+    image += np.random.default_rng(8).normal(0, 0.01, image.shape).astype(np.float32)
+    found = missing_features(image, mask, np.ones(mask.shape, bool), 30, 1e-10)
+    assert [(r.x, r.y) for r in found] == [(pytest.approx(151.5), pytest.approx(271.5))]

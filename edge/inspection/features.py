@@ -81,24 +81,55 @@ def missing_features(image: np.ndarray, pattern: np.ndarray, judged: np.ndarray,
     features = _features(image, pattern.astype(np.uint8), judged, max_side_px)
     if len(features) <= MIN_NEIGHBOURS:
         return []
-    areas = np.array([f.area for f in features], float)
     contrast = np.array([f.contrast for f in features])
-    centres = np.array([f.centre for f in features])
+    grid = _Grid(np.array([f.centre for f in features]),
+                 np.array([f.area for f in features], float), image.shape)
     z = NormalDist().inv_cdf(1 - rate / 2)
     regions = []
     for i, feature in enumerate(features):
-        alike = (areas <= AREA_RATIO * feature.area) & (areas >= feature.area / AREA_RATIO)
-        alike[i] = False
-        peers = np.nonzero(alike)[0]
+        peers = grid.alike_nearest(i)
         if peers.size < MIN_NEIGHBOURS:
             continue
-        distance = np.hypot(*(centres[peers] - feature.centre).T)
-        expected = float(np.median(contrast[peers[np.argsort(distance)[:NEIGHBOURS]]]))
+        expected = float(np.median(contrast[peers]))
         deficit = (expected - feature.contrast) * np.sign(expected)
         level = (1 - PRESENCE) * abs(expected)
         if deficit > level and deficit > z * feature.noise:
             regions.append(_region(feature, deficit / level))
     return regions
+
+
+class _Grid:
+    """Feature centres bucketed in square cells, so that finding a feature's nearest
+    neighbours searches the cells around it, not the whole image (a die's mosaic holds
+    hundreds of thousands of contacts)."""
+
+    def __init__(self, centres: np.ndarray, areas: np.ndarray, shape: tuple[int, ...]) -> None:
+        self.centres, self.areas = centres, areas
+        self.cell = max(8.0, 2.0 * float(np.sqrt(shape[0] * shape[1] / len(centres))))
+        self.keys = np.floor(centres / self.cell).astype(np.int64)
+        self.span = int((self.keys.max(0) - self.keys.min(0)).max())
+        self.buckets: dict[tuple[int, int], list[int]] = {}
+        for index, key in enumerate(map(tuple, self.keys)):
+            self.buckets.setdefault(key, []).append(index)
+
+    def alike_nearest(self, i: int) -> np.ndarray:
+        """Up to NEIGHBOURS other features of an area within AREA_RATIO of feature `i`'s,
+        nearest first: the search grows ring by ring until the last of them is nearer than any
+        unsearched cell."""
+        kx, ky = (int(k) for k in self.keys[i])
+        area = self.areas[i]
+        for ring in range(1, self.span + 2):
+            found = [j for dx in range(-ring, ring + 1) for dy in range(-ring, ring + 1)
+                     for j in self.buckets.get((kx + dx, ky + dy), ()) if j != i]
+            candidates = np.array(found, np.int64)
+            candidates = candidates[(self.areas[candidates] <= AREA_RATIO * area) &
+                                    (self.areas[candidates] >= area / AREA_RATIO)]
+            distance = np.hypot(*(self.centres[candidates] - self.centres[i]).T)
+            order = candidates[np.argsort(distance, kind="stable")][:NEIGHBOURS]
+            if ring > self.span or (order.size == NEIGHBOURS and
+                                    np.sort(distance)[NEIGHBOURS - 1] <= ring * self.cell):
+                return order
+        return order
 
 
 def _region(feature: _Feature, score: float) -> Region:
