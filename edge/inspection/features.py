@@ -118,18 +118,19 @@ class _Grid:
         unsearched cell."""
         kx, ky = (int(k) for k in self.keys[i])
         area = self.areas[i]
-        for ring in range(1, self.span + 2):
+        ring = 1
+        while True:
             found = [j for dx in range(-ring, ring + 1) for dy in range(-ring, ring + 1)
                      for j in self.buckets.get((kx + dx, ky + dy), ()) if j != i]
             candidates = np.array(found, np.int64)
             candidates = candidates[(self.areas[candidates] <= AREA_RATIO * area) &
                                     (self.areas[candidates] >= area / AREA_RATIO)]
             distance = np.hypot(*(self.centres[candidates] - self.centres[i]).T)
-            order = candidates[np.argsort(distance, kind="stable")][:NEIGHBOURS]
-            if ring > self.span or (order.size == NEIGHBOURS and
-                                    np.sort(distance)[NEIGHBOURS - 1] <= ring * self.cell):
-                return order
-        return order
+            rank = np.argsort(distance, kind="stable")[:NEIGHBOURS]
+            if ring > self.span or (rank.size == NEIGHBOURS and
+                                    distance[rank[-1]] <= ring * self.cell):
+                return candidates[rank]
+            ring += 1
 
 
 def _region(feature: _Feature, score: float) -> Region:
