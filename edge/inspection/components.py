@@ -33,6 +33,11 @@ class Region:
         return int(self.mask.sum())
 
 
+def disk(radius_px: int) -> np.ndarray:
+    """A round structuring element of the given radius (1 + 2 * radius_px pixels across)."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+
+
 def _ratio(signed: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(level), signed / np.maximum(level, 1e-12), 0.0)
 
@@ -52,8 +57,7 @@ def find_regions(signed: np.ndarray, level: np.ndarray, merge_px: int) -> list[R
     extent = (np.abs(ratio) > HYSTERESIS).astype(np.uint8)
     joined = extent
     if merge_px > 0:
-        size = 2 * merge_px + 1
-        joined = cv2.dilate(extent, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+        joined = cv2.dilate(extent, disk(merge_px))
     _, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
     labels[extent == 0] = 0
     seeds = np.unique(labels[np.abs(ratio) > 1.0])

@@ -19,6 +19,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.imaging.registration import edge_strength
 from edge.imaging.statistics import robust_std
+from edge.inspection.components import disk
 
 POLY_DEGREE = 2
 FIT_STEP_PX = 4  # every 4th pixel along each axis fits the gain/offset field
@@ -142,7 +143,7 @@ def envelope_difference(image: np.ndarray, reference: np.ndarray, valid: np.ndar
     a = a - shading(a - b, valid, shading_px)
     radius = int(np.ceil(tolerance_px))
     if radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        kernel = disk(radius)
         high, low = cv2.dilate(b, kernel), cv2.erode(b, kernel)
     else:
         high = low = b

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge.imaging.statistics import robust_std
-from edge.inspection.components import Region
+from edge.inspection.components import Region, disk
 from edge.inspection.merge import boxes_near
 
 PRESENCE = 0.5  # the share of its neighbours' contrast below which a feature counts as missing
@@ -31,10 +31,6 @@ AREA_RATIO = 2.0  # neighbours of a feature have an area within this factor of i
 SPREAD_PX = 1  # the footprint grown by the blur and residual misregistration
 RING_PX = 3  # the width of the ground the contrast is measured against
 MIN_GROUND_PX = 5
-
-
-def _disk(radius: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 @dataclass
@@ -61,9 +57,9 @@ def _features(image: np.ndarray, pattern: np.ndarray, judged: np.ndarray, max_si
             continue
         window = labels[y0:y1, x0:x1]
         own = (window == label).astype(np.uint8)
-        others = cv2.dilate(((window > 0) & (window != label)).astype(np.uint8), _disk(SPREAD_PX))
-        inner = cv2.dilate(own, _disk(SPREAD_PX)).astype(bool)
-        ground = cv2.dilate(own, _disk(reach)).astype(bool) & ~inner & ~others.astype(bool)
+        others = cv2.dilate(((window > 0) & (window != label)).astype(np.uint8), disk(SPREAD_PX))
+        inner = cv2.dilate(own, disk(SPREAD_PX)).astype(bool)
+        ground = cv2.dilate(own, disk(reach)).astype(bool) & ~inner & ~others.astype(bool)
         if ground.sum() < MIN_GROUND_PX:
             continue
         pixels = image[y0:y1, x0:x1]
