@@ -2,10 +2,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.imaging.morphology import disk
 from trainer.sim.layout import (
     MATERIALS,
     LayoutParams,
-    disk,
     feature_px,
     generate_layout,
     grid_cell_px,
@@ -27,7 +27,7 @@ def test_same_seed_same_layout_and_different_seed_differs():
 @pytest.mark.parametrize("seed", range(6))
 def test_every_feature_and_gap_holds_a_73nm_disk(seed, pixel_size_nm):
     layout = generate_layout(np.random.default_rng(seed), (256, 256), pixel_size_nm)
-    kernel = disk(feature_px(73.0, pixel_size_nm))
+    kernel = disk(feature_px(73.0, pixel_size_nm) // 2)
     assert (kernel.shape[0] - 0) * pixel_size_nm >= 73.0
     for mask in (layout.top_mask(), layout.second_layer):
         m = mask.astype(np.uint8)
@@ -70,7 +70,7 @@ def test_an_array_repeats_its_unit_at_its_pitch_and_keeps_the_design_rules():
         a = a[10:-10, 10:-10]
         assert np.array_equal(a[:, px:], a[:, :-px]) and np.array_equal(a[py:], a[:-py])
     assert not np.array_equal(layout.material[:, 45:], layout.material[:, :-45])
-    kernel = disk(feature_px(73.0, 10.0))
+    kernel = disk(feature_px(73.0, 10.0) // 2)
     m = layout.top_mask().astype(np.uint8)
     assert np.array_equal(cv2.morphologyEx(m, cv2.MORPH_OPEN, kernel), m)
     assert np.array_equal(cv2.morphologyEx(m, cv2.MORPH_CLOSE, kernel), m)

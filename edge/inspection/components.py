@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.imaging.morphology import disk
+
 HYSTERESIS = 0.5
 
 
@@ -31,11 +33,6 @@ class Region:
     @property
     def area_px(self) -> int:
         return int(self.mask.sum())
-
-
-def disk(radius_px: int) -> np.ndarray:
-    """A round structuring element of the given radius (1 + 2 * radius_px pixels across)."""
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
 
 
 def _ratio(signed: np.ndarray, level: np.ndarray) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from edge.imaging.registration import edge_strength
+from edge.imaging.morphology import disk
 from edge.imaging.statistics import robust_std
-from edge.inspection.components import disk
 
 POLY_DEGREE = 2
 FIT_STEP_PX = 4  # every 4th pixel along each axis fits the gain/offset field

@@ -20,8 +20,9 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from edge.imaging.morphology import disk
 from edge.imaging.statistics import robust_std
-from edge.inspection.components import Region, disk
+from edge.inspection.components import Region
 from edge.inspection.merge import boxes_near
 
 PRESENCE = 0.5  # the share of its neighbours' contrast below which a feature counts as missing

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.imaging.morphology import disk
+
 MATERIALS: tuple[str, ...] = ("oxide", "metal", "via", "poly")
 OXIDE, METAL, VIA, POLY = range(4)
 PATTERNS: tuple[str, ...] = ("lines", "vias", "routing", "shapes")
@@ -69,15 +71,9 @@ def grid_cell_px(min_feature_nm: float, pixel_size_nm: float) -> int:
     return n + 1 - n % 2
 
 
-def disk(diameter_px: int) -> np.ndarray:
-    """A centred disk; even diameters are rounded up so that the kernel has a true centre."""
-    d = diameter_px + 1 - diameter_px % 2
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
-
-
 def round_corners(mask: np.ndarray, diameter_px: int) -> np.ndarray:
     """Round convex corners (opening) and concave corners (closing) with a disk."""
-    kernel = disk(diameter_px)
+    kernel = disk(diameter_px // 2)  # an even diameter rounded up: the kernel has a true centre
     opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
     return cv2.morphologyEx(opened, cv2.MORPH_CLOSE, kernel).astype(bool)
 
